@@ -1,0 +1,43 @@
+# lmscope — every set-up step lives here, so a fresh machine needs only `make run` or `make test`.
+# A second run reuses .venv (the stamp file below) and starts at once.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.lmscope-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast browser-deps demo-models bench loadtest clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: the CPU wheel on local disk. Anything unpinned would fetch a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's chromium for the browser tests (never `playwright install`).
+browser-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: setup
+	$(VENV)/bin/lmscope app
+
+test: setup browser-deps
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not browser and not slow"
+
+demo-models: setup
+	$(VENV)/bin/lmscope demo-models --out assets/models
+
+bench: setup
+	$(VENV)/bin/lmscope bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""lmscope kernels: pure torch math (no transformers, no streamlit)."""

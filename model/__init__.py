@@ -1,0 +1,1 @@
+"""lmscope model layer: loading, backends, inspection, generation, training, export."""

@@ -1,0 +1,68 @@
+"""The one interface every backend (torch eager, onnxruntime, our ELMo) implements.
+
+Everything above this layer (`model.inspect`, `model.generate`, the CLI, the app) talks to a `Backend`
+and never to an `nn.Module` or an `InferenceSession` directly.
+
+Tensors crossing this interface are torch tensors on the CPU:
+    input_ids, attention_mask, token_type_ids: (batch, seq) int64
+    logits:        (batch, seq, vocab) float32
+    hidden_states: L + 1 tensors (batch, seq, hidden) float32, row 0 = embedding output
+    attention:     L callables, each returning (batch, head, query, key) float32 probabilities when
+                   called; a backend computes them lazily where it can (torch: from captured q/k).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class ForwardOutput:
+    logits: torch.Tensor | None  # (batch, seq, vocab); None for a bare encoder
+    hidden_states: list[torch.Tensor] = field(default_factory=list)  # L + 1 x (batch, seq, hidden)
+    attention: list[Callable[[], torch.Tensor]] | None = None  # L x () -> (batch, head, query, key)
+    pair_logits: torch.Tensor | None = None  # (batch, 2) NSP / SOP head
+    # ELMo-style models: backward-LM logits, position i predicts token i-1.
+    backward_logits: torch.Tensor | None = None  # (batch, seq, vocab)
+
+
+class Backend(ABC):
+    """A runnable model. Implementations must be safe to call from several threads at once
+    (no state is mutated by `forward`)."""
+
+    kind: str = "abstract"  # "torch" | "onnx" | "elmo"
+    num_layers: int = 0
+    num_heads: int = 0
+    vocab_size: int = 0
+    max_positions: int | None = None
+    has_lm_head: bool = False
+    has_pair_head: bool = False
+    has_attention: bool = True
+
+    @abstractmethod
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        attentions: bool = True,
+        hidden_states: bool = True,
+    ) -> ForwardOutput:
+        """One forward pass, no gradients."""
+
+    def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        """Logit lens: (batch, seq, hidden) hidden state of `layer` (0 = embeddings) through the
+        final norm and LM head -> (batch, seq, vocab) logits."""
+        raise NotImplementedError("this model has no language-model head")
+
+    def next_token_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq) -> (batch, vocab) logits for the token after the last position.
+        Default: recompute the whole prefix; backends with a KV cache may override."""
+        out = self.forward(input_ids, attention_mask, attentions=False, hidden_states=False)
+        if out.logits is None:
+            raise ValueError("this model has no language-model head")
+        return out.logits[:, -1, :]
