@@ -1,0 +1,6 @@
+"""Shared fixtures. Nothing is ever fetched from a hub in tests."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
