@@ -159,6 +159,7 @@ class Inspection:
     next_tokens: list[list[str]] | None = None
     surprisal: np.ndarray | None = None
     surprisal_kind: str | None = None  # "causal" | "pll" | None
+    backward_surprisal: np.ndarray | None = None  # (N,) bits, ELMo's backward LM: -log2 p(token_i | tokens_>i)
     logit_lens: LogitLens | None = None
     pair: PairPrediction | None = None
     warnings: list[str] = field(default_factory=list)

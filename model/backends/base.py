@@ -21,12 +21,27 @@ import torch
 
 @dataclass
 class ForwardOutput:
-    logits: torch.Tensor | None  # (batch, seq, vocab); None for a bare encoder
+    logits: torch.Tensor | None = None  # (batch, seq, vocab) when the backend has them all at once
+    # Or lazily: positions (n,) int64 -> (batch, n, vocab). Lets the torch backend apply the LM head only
+    # where needed (a 1024-token BERT input would otherwise hold 125 MB of logits).
+    logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # L + 1 x (batch, seq, hidden)
     attention: list[Callable[[], torch.Tensor]] | None = None  # L x () -> (batch, head, query, key)
     pair_logits: torch.Tensor | None = None  # (batch, 2) NSP / SOP head
     # ELMo-style models: backward-LM logits, position i predicts token i-1.
     backward_logits: torch.Tensor | None = None  # (batch, seq, vocab)
+
+    @property
+    def has_logits(self) -> bool:
+        return self.logits is not None or self.logits_fn is not None
+
+    def logits_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """(n,) int64 positions -> (batch, n, vocab) float32 logits."""
+        if self.logits_fn is not None:
+            return self.logits_fn(positions)
+        if self.logits is None:
+            raise ValueError("this model has no language-model head")
+        return self.logits[:, positions, :]
 
 
 class Backend(ABC):
@@ -63,6 +78,5 @@ class Backend(ABC):
         """(batch, seq) -> (batch, vocab) logits for the token after the last position.
         Default: recompute the whole prefix; backends with a KV cache may override."""
         out = self.forward(input_ids, attention_mask, attentions=False, hidden_states=False)
-        if out.logits is None:
-            raise ValueError("this model has no language-model head")
-        return out.logits[:, -1, :]
+        last = torch.tensor([input_ids.shape[1] - 1])
+        return out.logits_at(last)[:, 0, :]

@@ -1,0 +1,28 @@
+"""`lmscope app`: start the Streamlit app headless, offline, with no telemetry and no e-mail prompt."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+MAIN = Path(__file__).resolve().parent / "main.py"
+
+
+def streamlit_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        "--server.headless", "true",
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
+    ]
+
+
+def run_app(host: str = "127.0.0.1", port: int = 8501) -> int:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    print(f"lmscope: http://{host}:{port}", file=sys.stderr)
+    os.execve(sys.executable, streamlit_argv(host, port), env)  # replace this process: its PID is streamlit's
+    return 0

@@ -1,0 +1,201 @@
+"""The torch backend: a transformers model run on the CPU, with attention recorded as queries and keys.
+
+How attention weights are obtained: transformers 5 dispatches every attention layer through
+`AttentionInterface`. We register one more implementation, "lmscope", that (1) records the layer's
+query, key, mask and scale when an inspection asks for it, and (2) computes the layer's output with
+PyTorch's fused `scaled_dot_product_attention` — the same output eager attention gives (to ~1e-6).
+`kernels.attention.attention_probs` later turns the recorded Q/K into exactly the probabilities eager
+attention computes (tests compare with `output_attentions` of an eager model to 1e-5). So weights always
+exist, the forward pass costs what a forward without attentions costs, and maps are computed one layer
+at a time when a page looks at them.
+
+Models whose attention layers do not go through `AttentionInterface` are loaded with
+`attn_implementation="eager"` and `output_attentions=True` instead (checked by a probe at load time).
+"""
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from kernels.attention import attention_probs
+from model.backends.base import Backend, ForwardOutput
+
+IMPLEMENTATION = "lmscope"
+
+# The list that the attention function appends (query, key, mask, scale) to during one forward pass.
+# A ContextVar, so concurrent inspections in different threads never see each other's tensors.
+_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("lmscope_attention_recorder", default=None)
+
+
+def _recording_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """AttentionInterface implementation: record Q/K, compute the output with SDPA.
+
+    query: (batch, head, query, dim); key, value: (batch, kv_head, key, dim);
+    attention_mask: additive float mask broadcastable to (batch, head, query, key), or None.
+    """
+    rec = _RECORDER.get()
+    if rec is not None:
+        rec.append((query.detach(), key.detach(), attention_mask, scaling))
+    kwargs.pop("output_attentions", None)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+AttentionInterface.register(IMPLEMENTATION, _recording_attention)
+# Give our implementation eager-style masks: a materialised additive float mask, never a skipped one,
+# so the recorded mask is exactly what eager attention adds to the scores.
+AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-family heads: which module turns a hidden state into vocabulary logits, and which gives NSP/SOP.
+# Applying heads ourselves (instead of the model's own forward) lets us compute logits only where needed.
+
+
+def _bert_mlm(m, h):
+    return m.cls.predictions(h)
+
+
+def _distilbert_mlm(m, h):
+    return m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+
+
+MLM_HEADS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    "BertForMaskedLM": _bert_mlm,
+    "BertForPreTraining": _bert_mlm,
+    "RobertaForMaskedLM": lambda m, h: m.lm_head(h),
+    "AlbertForMaskedLM": lambda m, h: m.predictions(h),
+    "AlbertForPreTraining": lambda m, h: m.predictions(h),
+    "DistilBertForMaskedLM": _distilbert_mlm,
+}
+CAUSAL_HEADS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    "GPT2LMHeadModel": lambda m, h: m.lm_head(h),
+}
+PAIR_HEADS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
+    "BertForPreTraining": ("nsp", lambda m, pooled: m.cls.seq_relationship(pooled)),
+    "AlbertForPreTraining": ("sop", lambda m, pooled: m.sop_classifier(pooled)),
+}
+# Final norm applied to intermediate layers for the logit lens (GPT-2 is pre-LN; its last hidden state
+# already went through ln_f). Post-LN encoders need none.
+LENS_NORMS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "GPT2LMHeadModel": lambda m: m.transformer.ln_f,
+}
+BASE_MODELS = {"BertModel", "RobertaModel", "AlbertModel", "DistilBertModel", "GPT2Model"}
+SUPPORTED = set(MLM_HEADS) | set(CAUSAL_HEADS) | BASE_MODELS
+
+
+@dataclass
+class _Probe:
+    records_attention: bool
+
+
+class TorchBackend(Backend):
+    """A transformers model in eval mode. `forward` is thread-safe: no module state changes."""
+
+    kind = "torch"
+
+    def __init__(self, model: nn.Module, architecture: str, *, record_attention: bool = True):
+        self.model = model.eval()
+        self.architecture = architecture
+        cfg = model.config
+        self.num_layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0))
+        self.num_heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0))
+        self.vocab_size = int(cfg.vocab_size)
+        self.max_positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        self.causal = architecture in CAUSAL_HEADS or architecture == "GPT2Model" or bool(getattr(cfg, "is_decoder", False))
+        self._head = MLM_HEADS.get(architecture) or CAUSAL_HEADS.get(architecture)
+        self.has_lm_head = self._head is not None
+        self.pair_kind, self._pair = PAIR_HEADS.get(architecture, (None, None))
+        self.has_pair_head = self._pair is not None
+        self._lens_norm = LENS_NORMS.get(architecture, lambda m: None)(model)
+        self.record_attention = record_attention
+        self._lock = threading.Lock()  # only for the rare fallback path that needs output_attentions
+
+    # -- forward ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, *, attentions=True, hidden_states=True):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
+            kwargs["token_type_ids"] = token_type_ids
+        record = [] if (attentions and self.record_attention) else None
+        token = _RECORDER.set(record)
+        try:
+            out = self.model.base_model(
+                **kwargs,
+                output_hidden_states=True,  # the last one is needed for the LM head anyway
+                output_attentions=bool(attentions and not self.record_attention),
+                return_dict=True,
+            )
+        finally:
+            _RECORDER.reset(token)
+        hs = list(out.hidden_states) if out.hidden_states is not None else [out.last_hidden_state]
+        last = out.last_hidden_state  # (batch, seq, hidden)
+
+        attn_fns = None
+        if attentions:
+            if self.record_attention:
+                if len(record) != self.num_layers:
+                    raise RuntimeError(
+                        f"recorded {len(record)} attention layers, expected {self.num_layers}; "
+                        "this architecture's attention does not go through transformers' AttentionInterface"
+                    )
+                attn_fns = [self._lazy_probs(q, k, mask, scale, attention_mask) for q, k, mask, scale in record]
+            elif out.attentions is not None:
+                attn_fns = [(lambda a=a: a.float()) for a in out.attentions]
+
+        logits_fn = None
+        if self._head is not None:
+            head = self._head
+
+            def logits_fn(positions: torch.Tensor, _last=last) -> torch.Tensor:
+                with torch.inference_mode():
+                    return head(self.model, _last[:, positions, :]).float()  # (batch, n, vocab)
+
+        pair_logits = None
+        if self._pair is not None and getattr(out, "pooler_output", None) is not None:
+            with torch.inference_mode():
+                pair_logits = self._pair(self.model, out.pooler_output).float()  # (batch, 2)
+
+        return ForwardOutput(
+            hidden_states=hs if hidden_states else [last],
+            logits_fn=logits_fn,
+            attention=attn_fns,
+            pair_logits=pair_logits,
+        )
+
+    def _lazy_probs(self, q, k, mask, scale, attention_mask):
+        def compute() -> torch.Tensor:
+            with torch.inference_mode():
+                return attention_probs(q, k, scale=scale, additive_mask=mask, key_padding=attention_mask.bool())
+
+        return compute
+
+    def _base_forward_args(self) -> set[str]:
+        import inspect as _inspect
+
+        if not hasattr(self, "_fwd_args"):
+            self._fwd_args = set(_inspect.signature(self.model.base_model.forward).parameters)
+        return self._fwd_args
+
+    # -- logit lens ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        if self._head is None:
+            raise ValueError("this model has no language-model head")
+        if self._lens_norm is not None and layer < self.num_layers:
+            hidden = self._lens_norm(hidden)
+        return self._head(self.model, hidden).float()
+
+    @torch.inference_mode()
+    def next_token_logits(self, input_ids, attention_mask=None):
+        out = self.forward(input_ids, attention_mask, attentions=False, hidden_states=False)
+        return out.logits_at(torch.tensor([input_ids.shape[1] - 1]))[:, 0, :]

@@ -1,0 +1,258 @@
+"""inspect(model, text) -> Inspection: tokens, attention, predictions and per-layer views of one text.
+
+    >>> m = load_model("demo/bert")                               # doctest: +SKIP
+    >>> r = inspect(m, "the dogs near the cat [MASK] .")          # doctest: +SKIP
+    >>> r.masks[0].predictions[0].token                           # doctest: +SKIP
+    'run'
+
+Data flow: text -> tokenizer (offsets, special flags, word ids) -> backend forward (hidden states, lazy
+attention, logits only where needed) -> kernels (maps, summaries) -> plain numpy/str result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kernels.attention import AttentionStore
+from model.load import LoadedModel
+from model.results import HeadSummary, Inspection, LogitLens, MaskPrediction, PairPrediction, Prediction, Token
+
+MASK_SPELLINGS = ("[MASK]", "<mask>")  # both are six characters: swapping them keeps every offset
+LOG2E = 1.0 / math.log(2.0)
+CHUNK = 256  # positions per LM-head call: bounds logits memory to CHUNK x vocab floats
+
+
+class InputError(ValueError):
+    """The text (or a setting) cannot be inspected; the message says why."""
+
+
+@dataclass
+class Encoded:
+    """A tokenized input. input_ids / token_type_ids: (N,) int64."""
+
+    tokens: list[Token]
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    warnings: list[str]
+
+
+def max_tokens(loaded: LoadedModel) -> int | None:
+    """How many tokens the model can read (RoBERTa reserves two positions for its padding offset)."""
+    n = loaded.backend.max_positions
+    if n is None:
+        return None
+    return n - 2 if loaded.info.model_type == "roberta" else n
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates (which cannot be encoded) by U+FFFD, one character for one, so offsets
+    still index the caller's string."""
+    if not isinstance(text, str):
+        raise InputError("the text must be a string")
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if _has_surrogate(text) else text
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def encode(loaded: LoadedModel, text: str, text_pair: str | None = None) -> Encoded:
+    """Tokenize with character offsets; truncate to the model's positions with a warning saying where."""
+    tok = loaded.tokenizer
+    text = clean_text(text)
+    if not text.strip():
+        raise InputError("the text is empty")
+    if text_pair is not None:
+        text_pair = clean_text(text_pair)
+        if not text_pair.strip():
+            text_pair = None
+    mask = tok.mask_token
+    if mask and len(mask) == 6:
+        for spelling in MASK_SPELLINGS:
+            text = text.replace(spelling, mask)
+            text_pair = text_pair.replace(spelling, mask) if text_pair else text_pair
+    limit = max_tokens(loaded)
+    # Segment ids only where the model has segment embeddings (GPT-2 would add wte[0] for type 0).
+    kw = dict(return_offsets_mapping=True, return_special_tokens_mask=True,
+              return_token_type_ids=loaded.info.model_type in ("bert", "albert"))
+    enc = tok(text, text_pair, **kw) if text_pair else tok(text, **kw)
+    warnings: list[str] = []
+    n_full = len(enc["input_ids"])
+    if limit is not None and n_full > limit:
+        enc = tok(text, text_pair, truncation=True, max_length=limit, **kw) if text_pair else \
+            tok(text, truncation=True, max_length=limit, **kw)
+    ids = enc["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    tti = enc.get("token_type_ids")
+    seq_ids = tti if tti is not None else [s or 0 for s in enc.sequence_ids()]
+    word_ids = enc.word_ids()
+    special_mask = enc["special_tokens_mask"]
+    tokens = [
+        Token(
+            text=pieces[i], id=int(ids[i]), start=int(enc["offset_mapping"][i][0]), end=int(enc["offset_mapping"][i][1]),
+            special=bool(special_mask[i]), word=word_ids[i], segment=int(seq_ids[i]),
+        )
+        for i in range(len(ids))
+    ]
+    if len(ids) < n_full:
+        last = max((t.end for t in tokens if not t.special and t.segment == 0), default=0)
+        where = f"after character {last} of {len(text)} (…{text[max(0, last - 20):last]!r})"
+        warnings.append(f"the input is {n_full} tokens but the model reads at most {limit}: truncated {where}")
+    return Encoded(tokens, np.asarray(ids, dtype=np.int64), None if tti is None else np.asarray(tti, dtype=np.int64), warnings)
+
+
+def _topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, vocab) logits -> log-probs (n, vocab), top-k ids (n, k), top-k probs (n, k)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    return logp, top.indices, top.values.exp()
+
+
+def _predictions(tok, ids: torch.Tensor, probs: torch.Tensor) -> list[Prediction]:
+    names = tok.convert_ids_to_tokens(ids.tolist())
+    return [Prediction(n, int(i), float(p)) for n, i, p in zip(names, ids.tolist(), probs.tolist())]
+
+
+def inspect(
+    loaded: LoadedModel,
+    text: str,
+    text_pair: str | None = None,
+    *,
+    top_k: int = 10,
+    pll: bool = False,
+    logit_lens: bool = False,
+    lens_top_k: int = 5,
+    summaries: bool = True,
+) -> Inspection:
+    """Run one text (or a sentence pair) through a model and collect everything the views need.
+
+    top_k: predictions kept per mask / position. pll: masked-LM pseudo-log-likelihood (one extra
+    forward per token, batched). logit_lens: each layer through the LM head (top `lens_top_k`).
+    summaries: per-head entropy / distance / special share (one pass over all layers' maps).
+    """
+    if not 1 <= top_k <= 1000:
+        raise InputError(f"top_k must be between 1 and 1000, got {top_k}")
+    enc = encode(loaded, text, text_pair)
+    backend, tok, info = loaded.backend, loaded.tokenizer, loaded.info
+    n = len(enc.tokens)
+    ids = torch.from_numpy(enc.input_ids)[None, :]  # (1, N)
+    tti = None if enc.token_type_ids is None else torch.from_numpy(enc.token_type_ids)[None, :]
+    out = backend.forward(ids, None, tti, attentions="attention" in info.capabilities, hidden_states=True)
+
+    special = np.array([t.special for t in enc.tokens], dtype=bool)
+    hs = out.hidden_states  # L + 1 x (1, N, hidden)
+    result = Inspection(
+        model_name=info.name, text=text, text_pair=text_pair, tokens=enc.tokens,
+        num_layers=backend.num_layers if out.attention else 0, num_heads=backend.num_heads if out.attention else 0,
+        hidden_norms=torch.stack([h[0].float().norm(dim=-1) for h in hs]).numpy(),  # (L + 1, N)
+        warnings=list(info.warnings) + enc.warnings, unavailable=dict(info.unavailable),
+    )
+    if out.attention:
+        store = AttentionStore([(lambda f=f: f()[0]) for f in out.attention], backend.num_heads, special)
+        result.attention_source = store
+        result.num_layers = len(out.attention)
+        if summaries:
+            s = store.summaries()
+            result.head_summary = HeadSummary(s["entropy"], s["distance"], s["special_share"], s["max_entropy"])
+
+    if "mlm" in info.capabilities:
+        _masked_lm(result, loaded, out, enc, top_k, pll)
+    if "causal" in info.capabilities:
+        _causal(result, tok, out, enc, top_k)
+    if logit_lens and "lens" in info.capabilities:
+        result.logit_lens = _logit_lens(loaded, hs, enc, lens_top_k)
+    if out.pair_logits is not None and enc.token_type_ids is not None and text_pair:
+        kind = backend.pair_kind or "nsp"
+        result.pair = PairPrediction(kind, float(torch.softmax(out.pair_logits[0], -1)[0]))
+    elif text_pair and not (("nsp" in info.capabilities) or ("sop" in info.capabilities)):
+        result.warnings.append("this model has no next-sentence / sentence-order head: the pair is read as one input")
+    return result
+
+
+def _masked_lm(result: Inspection, loaded: LoadedModel, out, enc: Encoded, top_k: int, pll: bool) -> None:
+    tok = loaded.tokenizer
+    mask_id = tok.mask_token_id
+    positions = [i for i, t in enumerate(enc.tokens) if t.id == mask_id]
+    if positions:
+        logits = out.logits_at(torch.tensor(positions))[0]  # (masks, vocab)
+        _, ids, probs = _topk(logits, top_k)
+        result.masks = [MaskPrediction(p, _predictions(tok, ids[j], probs[j])) for j, p in enumerate(positions)]
+    if pll:
+        result.surprisal = pseudo_log_likelihood(loaded, enc)
+        result.surprisal_kind = "pll"
+
+
+def pseudo_log_likelihood(loaded: LoadedModel, enc: Encoded, batch: int = 32) -> np.ndarray:
+    """(N,) float32 surprisal in bits of each token with it alone masked (NaN for special tokens).
+
+    One forward per maskable token, `batch` at a time (Salazar et al. 2020, pseudo-log-likelihood).
+    """
+    tok, backend = loaded.tokenizer, loaded.backend
+    ids = torch.from_numpy(enc.input_ids)
+    tti = None if enc.token_type_ids is None else torch.from_numpy(enc.token_type_ids)
+    targets = [i for i, t in enumerate(enc.tokens) if not t.special and t.id != tok.mask_token_id]
+    out = np.full(len(enc.tokens), np.nan, dtype=np.float32)
+    for s in range(0, len(targets), batch):
+        pos = torch.tensor(targets[s:s + batch])
+        rows = ids.repeat(len(pos), 1)  # (b, N)
+        rows[torch.arange(len(pos)), pos] = tok.mask_token_id
+        fo = backend.forward(rows, None, None if tti is None else tti.repeat(len(pos), 1), attentions=False, hidden_states=False)
+        # Row j only needs the logits at its own masked position.
+        logits = torch.stack([fo.logits_at(pos[j:j + 1])[j, 0] for j in range(len(pos))])  # (b, vocab)
+        logp = torch.log_softmax(logits.float(), -1)
+        out[pos.numpy()] = (-logp[torch.arange(len(pos)), ids[pos]] * LOG2E).numpy()
+    return out
+
+
+def _causal(result: Inspection, tok, out, enc: Encoded, top_k: int) -> None:
+    n = len(enc.tokens)
+    ids = torch.from_numpy(enc.input_ids)
+    next_ids = np.zeros((n, top_k), dtype=np.int64)
+    next_probs = np.zeros((n, top_k), dtype=np.float32)
+    surprisal = np.full(n, np.nan, dtype=np.float32)
+    for s in range(0, n, CHUNK):
+        pos = torch.arange(s, min(n, s + CHUNK))
+        logp, top_ids, top_p = _topk(out.logits_at(pos)[0], top_k)  # (chunk, vocab)
+        k = top_ids.shape[1]
+        next_ids[pos.numpy(), :k] = top_ids.numpy()
+        next_probs[pos.numpy(), :k] = top_p.numpy()
+        has_next = pos + 1 < n
+        src = pos[has_next]
+        surprisal[(src + 1).numpy()] = (-logp[has_next][torch.arange(len(src)), ids[src + 1]] * LOG2E).numpy()
+    for i, t in enumerate(enc.tokens):
+        if t.special:
+            surprisal[i] = np.nan
+    result.next_ids, result.next_probs = next_ids, next_probs
+    result.next_tokens = [tok.convert_ids_to_tokens(row.tolist()) for row in next_ids]
+    if out.backward_logits is not None:  # ELMo's backward LM: position i predicts token i - 1
+        logp_b = torch.log_softmax(out.backward_logits[0].float(), -1)
+        back = np.full(n, np.nan, dtype=np.float32)
+        back[:-1] = (-logp_b[1:][torch.arange(n - 1), ids[:-1]] * LOG2E).numpy()
+        result.backward_surprisal = back
+    result.surprisal, result.surprisal_kind = surprisal, "causal"
+
+
+def _logit_lens(loaded: LoadedModel, hs: list[torch.Tensor], enc: Encoded, k: int) -> LogitLens:
+    tok, backend = loaded.tokenizer, loaded.backend
+    causal = "causal" in loaded.info.capabilities
+    n = len(enc.tokens)
+    ids = torch.from_numpy(enc.input_ids)
+    layers = len(hs)
+    top_ids = np.zeros((layers, n, k), dtype=np.int64)
+    top_p = np.zeros((layers, n, k), dtype=np.float32)
+    actual = np.full((layers, n), np.nan, dtype=np.float32)
+    target = torch.cat([ids[1:], ids[:1]]) if causal else ids  # what each position should predict
+    valid = torch.arange(n) < (n - 1) if causal else torch.ones(n, dtype=torch.bool)
+    for layer, h in enumerate(hs):
+        for s in range(0, n, CHUNK):
+            pos = torch.arange(s, min(n, s + CHUNK))
+            logp, ti, tp = _topk(backend.lens(h[:, pos, :], layer)[0], k)
+            top_ids[layer, pos.numpy()] = ti.numpy()
+            top_p[layer, pos.numpy()] = tp.numpy()
+            a = logp[torch.arange(len(pos)), target[pos]].exp()
+            actual[layer, pos.numpy()] = torch.where(valid[pos], a, torch.nan).numpy()
+    names = [[tok.convert_ids_to_tokens(row.tolist()) for row in layer] for layer in top_ids]
+    return LogitLens(top_ids, top_p, names, actual)

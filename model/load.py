@@ -1,0 +1,335 @@
+"""Path (or listed name) -> LoadedModel: a backend, its tokenizer and what it can show.
+
+    >>> m = load_model("assets/models/bert")          # doctest: +SKIP
+    >>> m.info.task, m.info.capabilities              # doctest: +SKIP
+    ('pretraining', ('attention', 'hidden', 'lens', 'mlm', 'nsp'))
+
+Rules: only safetensors weights are read (pickled `.bin`/`.pt` checkpoints are refused: unpickling can run
+code); `trust_remote_code` is never set; nothing is fetched from a hub. Every model is loaded once per
+process per (path, backend) and then shared read-only by all callers and threads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from model.backends.base import Backend  # noqa: E402
+
+SUPPORTED_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2", "lmscope-elmo")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
+
+# What each task can show; `unavailable` explains the rest.
+VIEWS = {
+    "attention": "attention maps",
+    "mlm": "masked-token predictions",
+    "causal": "next-token predictions and generation",
+    "nsp": "next-sentence prediction",
+    "sop": "sentence-order prediction",
+    "lens": "logit lens",
+    "hidden": "hidden-state norms",
+}
+
+
+class ModelLoadError(ValueError):
+    """A model cannot be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Plain description of a loaded model (what the Models page and `lmscope models` show).
+
+    task: "masked-lm", "causal-lm", "pretraining" (MLM + NSP/SOP), "encoder" (no head) or "elmo".
+    capabilities: sorted view names from VIEWS; unavailable: view -> why not.
+    """
+
+    name: str
+    path: str
+    backend: str
+    model_type: str
+    architecture: str
+    task: str
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    max_positions: int | None
+    num_parameters: int
+    size_bytes: int
+    capabilities: tuple[str, ...]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    mask_token: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """A runnable model. Shared read-only between sessions: never mutate it."""
+
+    info: ModelInfo
+    backend: Backend
+    tokenizer: Any  # a transformers fast tokenizer
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def has(self, capability: str) -> bool:
+        return capability in self.info.capabilities
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation of a directory before anything heavy runs.
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    cfg_file = path / "config.json"
+    if not path.exists():
+        raise ModelLoadError(f"no such model: {path} (not a directory or file; `lmscope models` lists the known ones)")
+    if not path.is_dir():
+        raise ModelLoadError(f"{path} is a file, not a model directory (an ONNX model must end in .onnx)")
+    if not cfg_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{cfg_file} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{cfg_file} is not a JSON object")
+    mt = cfg.get("model_type")
+    if mt not in SUPPORTED_TYPES:
+        raise ModelLoadError(
+            f"unknown model_type {mt!r} in {cfg_file}; lmscope supports: {', '.join(SUPPORTED_TYPES)}"
+        )
+    return cfg
+
+
+def check_weights(path: Path) -> list[Path]:
+    """The safetensors files of a model directory, validated; refuses pickled checkpoints."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickles = [p.name for p in path.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if pickles:
+            raise ModelLoadError(
+                f"{path} only has pickled weights ({', '.join(pickles)}); lmscope never unpickles files because "
+                "that can run arbitrary code. If you trust the file, convert it once with: python -c \"from "
+                "transformers import AutoModel as A; A.from_pretrained('" + str(path) + "', use_safetensors=False)"
+                ".save_pretrained('" + str(path) + "-safetensors')\" (then copy the tokenizer files beside it)"
+            )
+        raise ModelLoadError(f"{path} has no model.safetensors")
+    for f in files:
+        _check_safetensors(f)
+    return files
+
+
+def _check_safetensors(f: Path) -> None:
+    """Header sanity and length check without reading the tensors: a safetensors file is an 8-byte
+    little-endian header length, a JSON header with each tensor's byte range, then the data."""
+    size = f.stat().st_size
+    bad = f"{f} is corrupt or truncated ({size} bytes)"
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{bad}: no header")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or 8 + n > size:
+            raise ModelLoadError(f"{bad}: header length {n} does not fit the file")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except Exception:
+            raise ModelLoadError(f"{bad}: unreadable header") from None
+    if 8 + n + end != size:
+        raise ModelLoadError(f"{bad}: the header promises {8 + n + end} bytes")
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the tokenizer in {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelLoadError(f"the tokenizer in {path} is not a fast (Rust) tokenizer; lmscope needs character offsets")
+    return tok
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _load_transformers(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
+    import torch
+    import transformers
+
+    from model.backends import torch_backend as tb
+
+    check_weights(path)
+    tok = _load_tokenizer(path)
+    archs = cfg.get("architectures") or []
+    arch = next((a for a in archs if a in tb.SUPPORTED), None)
+    warnings: list[str] = []
+    if arch is None:
+        base = {"bert": "BertModel", "roberta": "RobertaModel", "albert": "AlbertModel",
+                "distilbert": "DistilBertModel", "gpt2": "GPT2Model"}[cfg["model_type"]]
+        if archs:
+            warnings.append(f"head {archs[0]} is not supported; loaded the bare encoder {base}")
+        arch = base
+    cls = getattr(transformers, arch)
+    try:
+        model, loading = cls.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, dtype=torch.float32,
+            attn_implementation=tb.IMPLEMENTATION, output_loading_info=True,
+        )
+    except Exception as e:
+        raise ModelLoadError(f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    missing = [k for k in loading.get("missing_keys", []) if "position_ids" not in k]
+    if missing:
+        warnings.append(f"{len(missing)} weights were missing and are random (e.g. {missing[0]}): predictions from them mean nothing")
+    emb = model.get_input_embeddings().num_embeddings
+    if len(tok) > emb:
+        raise ModelLoadError(
+            f"tokenizer/model mismatch in {path}: the tokenizer has {len(tok)} tokens but the model's embedding has {emb} rows"
+        )
+    backend = tb.TorchBackend(model, arch)
+    _probe_attention(backend, tok)
+
+    caps = {"hidden"}
+    if backend.has_attention and backend.num_heads:
+        caps.add("attention")
+    if arch in tb.MLM_HEADS:
+        caps |= {"mlm", "lens"}
+    if arch in tb.CAUSAL_HEADS:
+        caps |= {"causal", "lens"}
+    if backend.pair_kind:
+        caps.add(backend.pair_kind)
+    task = ("pretraining" if backend.pair_kind else "masked-lm") if arch in tb.MLM_HEADS else (
+        "causal-lm" if arch in tb.CAUSAL_HEADS else "encoder")
+    hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0) or getattr(model.config, "n_embd", 0))
+    return LoadedModel(
+        info=_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
+                   sum(p.numel() for p in model.parameters()), _dir_size(path), caps, tok, warnings),
+        backend=backend,
+        tokenizer=tok,
+    )
+
+
+def _probe_attention(backend, tok) -> None:
+    """Check that our recording attention sees every layer; otherwise fall back to eager outputs."""
+    import torch
+
+    ids = torch.tensor([tok("probe")["input_ids"]])
+    try:
+        backend.forward(ids, attentions=True, hidden_states=False)
+    except RuntimeError:
+        backend.record_attention = False
+        backend.model.set_attn_implementation("eager")
+
+
+def _info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
+    unavailable = {v: f"{desc} need a model with that head/output; {name} is a {task} model"
+                   for v, desc in VIEWS.items() if v not in caps}
+    if "attention" not in caps:
+        unavailable["attention"] = f"{name} has no attention layers ({model_type})" if model_type == "lmscope-elmo" \
+            else f"{name} exposes no attention outputs"
+    return ModelInfo(
+        name=name, path=str(path), backend=backend_kind, model_type=model_type, architecture=arch, task=task,
+        num_layers=backend.num_layers, num_heads=backend.num_heads, hidden_size=hidden,
+        vocab_size=backend.vocab_size, max_positions=backend.max_positions, num_parameters=int(n_params),
+        size_bytes=int(size), capabilities=tuple(sorted(caps)), unavailable=unavailable,
+        mask_token=getattr(tok, "mask_token", None), warnings=tuple(warnings),
+    )
+
+
+def _load_elmo(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
+    from model.backends.elmo_backend import load_elmo
+
+    check_weights(path)
+    try:
+        backend, tok = load_elmo(path)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load ELMo model {path}: {e}") from None
+    caps = {"hidden", "causal", "elmo"}
+    n_params = sum(p.numel() for p in backend.module.parameters()) if hasattr(backend, "module") else 0
+    return LoadedModel(
+        info=_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
+                   n_params, _dir_size(path), caps, tok, []),
+        backend=backend, tokenizer=tok,
+    )
+
+
+def _load_onnx(path: Path, name: str) -> LoadedModel:
+    try:
+        from model.backends.onnx_backend import load_onnx
+    except ImportError:
+        raise ModelLoadError("ONNX models are not supported in this build") from None
+    return load_onnx(path, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The process-wide cache.
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_GLOBAL = threading.Lock()
+LOAD_COUNT: dict[tuple[str, str], int] = {}  # how often each key was really loaded (tests, load test)
+
+
+def resolve(ref: str | os.PathLike) -> tuple[Path, str]:
+    """A path or a listed model name -> (path, display name)."""
+    from model.registry import find
+
+    ref = str(ref).strip()
+    if not ref:
+        raise ModelLoadError("no model given")
+    entry = find(ref, exact=True)
+    if entry is not None:
+        return Path(entry.path), entry.name
+    p = Path(ref).expanduser()
+    if not p.exists():
+        entry = find(ref)
+        if entry is not None:
+            return Path(entry.path), entry.name
+        raise ModelLoadError(f"no such model: {ref!r} (neither a path nor a listed model; `lmscope models` lists them)")
+    p = p.resolve()
+    return p, p.name
+
+
+def load_model(ref: str | os.PathLike, backend: str = "auto") -> LoadedModel:
+    """Load (once per process) and return a shared, read-only model."""
+    path, name = resolve(ref)
+    kind = "onnx" if path.suffix == ".onnx" else "torch"
+    if backend not in ("auto", kind):
+        raise ModelLoadError(f"{path} cannot run on the {backend} backend (it is a {kind} model)")
+    key = (str(path), kind)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    with _GLOBAL:
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock:  # one loader per key; others wait and then share
+        hit = _CACHE.get(key)
+        if hit is not None:
+            return hit
+        if kind == "onnx":
+            loaded = _load_onnx(path, name)
+        else:
+            cfg = read_config(path)
+            loaded = _load_elmo(path, cfg, name) if cfg["model_type"] == "lmscope-elmo" else _load_transformers(path, cfg, name)
+        _CACHE[key] = loaded  # only a fully loaded model enters the cache
+        LOAD_COUNT[key] = LOAD_COUNT.get(key, 0) + 1
+        return loaded

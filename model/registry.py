@@ -1,0 +1,115 @@
+"""Find models already on this disk: the demo models in `assets/models`, models trained by lmscope,
+and the Hugging Face cache. Nothing is downloaded.
+
+Names: demo models are `demo/<dir>`, trained runs `runs/<dir>`, cached hub models their repo id
+(`bert-base-uncased`, `openai-community/gpt2`). `lmscope models` prints this list.
+
+    >>> [e.name for e in list_models()]            # doctest: +SKIP
+    ['demo/bert', 'demo/gpt2', 'bert-base-uncased']
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_MODELS = PROJECT_ROOT / "assets" / "models"
+
+
+def runs_dir() -> Path:
+    """Where lmscope's own training writes finished models (LMSCOPE_RUNS, default `runs/` in the checkout)."""
+    return Path(os.environ.get("LMSCOPE_RUNS", PROJECT_ROOT / "runs")).expanduser()
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, resolved the way huggingface_hub does (HF_HUB_CACHE, then HF_HOME/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model found on disk. source: "demo" | "trained" | "hf-cache"; note: why it may not load."""
+
+    name: str
+    path: str
+    source: str
+    model_type: str
+    architecture: str
+    size_bytes: int
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            return None
+    except (OSError, ValueError):
+        return None
+    files = [f for f in path.iterdir() if f.is_file()]
+    size = sum(f.stat().st_size for f in files)  # follows the hub cache's symlinks into blobs/
+    note = ""
+    if not any(f.suffix == ".safetensors" for f in files):
+        note = "pickled weights only: convert to safetensors to use it" if any(f.suffix in (".bin", ".pt") for f in files) \
+            else "no weights"
+    archs = cfg.get("architectures") or [""]
+    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note)
+
+
+def _dirs_with_config(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def _hub_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot `refs/main` points at, else the newest snapshot."""
+    snaps = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        p = snaps / ref.read_text().strip()
+        if (p / "config.json").exists():
+            return p
+    cands = [p for p in snaps.iterdir() if (p / "config.json").exists()] if snaps.is_dir() else []
+    return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model found: demo, then trained, then the HF cache."""
+    out: list[ModelEntry] = []
+    for p in _dirs_with_config(ASSETS_MODELS):
+        e = _entry(f"demo/{p.name}", p, "demo")
+        out += [e] if e else []
+    for p in _dirs_with_config(runs_dir()):
+        e = _entry(f"runs/{p.name}", p, "trained")
+        out += [e] if e else []
+    cache = hf_hub_cache()
+    if cache.is_dir():
+        for repo in sorted(cache.glob("models--*")):
+            snap = _hub_snapshot(repo)
+            if snap is None:
+                continue
+            e = _entry(repo.name[len("models--"):].replace("--", "/"), snap, "hf-cache")
+            out += [e] if e else []
+    return out
+
+
+def find(name: str, exact: bool = False) -> ModelEntry | None:
+    """A listed model by name; unless `exact`, `gpt2` also matches `openai-community/gpt2` and `bert`
+    matches `demo/bert` when that is the only such model."""
+    entries = list_models()
+    for e in entries:
+        if e.name == name:
+            return e
+    if exact:
+        return None
+    tails = [e for e in entries if e.name.split("/")[-1] == name]
+    return tails[0] if len(tails) == 1 else None
