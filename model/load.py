@@ -154,8 +154,14 @@ def _check_safetensors(f: Path) -> None:
         raise ModelLoadError(f"{bad}: the header promises {8 + n + end} bytes")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
 def _load_tokenizer(path: Path):
     from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{path} has no tokenizer files (expected one of: {', '.join(TOKENIZER_FILES)})")
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

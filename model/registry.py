@@ -18,6 +18,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = PROJECT_ROOT / "assets" / "models"
 
 
+def demo_dir() -> Path:
+    """The shipped demo models (LMSCOPE_DEMO_MODELS overrides, for tests)."""
+    return Path(os.environ.get("LMSCOPE_DEMO_MODELS", ASSETS_MODELS)).expanduser()
+
+
 def runs_dir() -> Path:
     """Where lmscope's own training writes finished models (LMSCOPE_RUNS, default `runs/` in the checkout)."""
     return Path(os.environ.get("LMSCOPE_RUNS", PROJECT_ROOT / "runs")).expanduser()
@@ -85,7 +90,7 @@ def _hub_snapshot(repo_dir: Path) -> Path | None:
 def list_models() -> list[ModelEntry]:
     """Every model found: demo, then trained, then the HF cache."""
     out: list[ModelEntry] = []
-    for p in _dirs_with_config(ASSETS_MODELS):
+    for p in _dirs_with_config(demo_dir()):
         e = _entry(f"demo/{p.name}", p, "demo")
         out += [e] if e else []
     for p in _dirs_with_config(runs_dir()):
