@@ -108,7 +108,8 @@ def rollout_step(rollout: torch.Tensor | None, layer_probs: torch.Tensor, residu
 class AttentionStore:
     """Lazy, compact access to one input's attention maps.
 
-    layer_fns: one callable per layer returning that layer's (head, N, N) float32 probabilities.
+    layer_fns: one callable per layer; `fn(heads)` returns the (len(heads), N, N) float32 probabilities
+               of those heads (all heads when `heads` is None).
     special:   (N,) bool special-token flags (for the special-share summary).
     valid:     (N,) bool real (non-padding) positions.
     cache_layers: how many layers to keep in fp16 at once (a page looks at one layer at a time).
@@ -119,11 +120,12 @@ class AttentionStore:
 
     def __init__(
         self,
-        layer_fns: list[Callable[[], torch.Tensor]],
+        layer_fns: list[Callable[[list[int] | None], torch.Tensor]],
         num_heads: int,
         special: np.ndarray,
         valid: np.ndarray | None = None,
         cache_layers: int = 2,
+        budget_floats: int = 4 * 2**20,
     ):
         self._fns = layer_fns
         self.num_layers = len(layer_fns)
@@ -134,9 +136,16 @@ class AttentionStore:
         self._cache_layers = max(1, cache_layers)
         self._summary: dict[str, np.ndarray] | None = None
         self._rollout: np.ndarray | None = None
+        # Streaming passes compute this many heads at a time: ~budget_floats floats of maps in flight.
+        n = len(self._special)
+        self._heads_per_chunk = max(1, min(num_heads, budget_floats // max(1, n * n)))
 
-    def _probs(self, layer: int) -> torch.Tensor:
-        return self._fns[layer]()  # (head, N, N) float32
+    def _probs(self, layer: int, heads: list[int] | None = None) -> torch.Tensor:
+        return self._fns[layer](heads)  # (heads, N, N) float32
+
+    def _head_chunks(self) -> list[list[int]]:
+        c = self._heads_per_chunk
+        return [list(range(s, min(self.num_heads, s + c))) for s in range(0, self.num_heads, c)]
 
     def layer(self, layer: int) -> np.ndarray:
         """(head, N, N) float16 probabilities of one layer."""
@@ -152,15 +161,19 @@ class AttentionStore:
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """(N, N) float32 probabilities of one head, exact."""
-        return self._probs(layer)[head].numpy()
+        return self._probs(layer, [head])[0].numpy()
 
     def summaries(self) -> dict[str, np.ndarray]:
         """(layer, head) float32 arrays: entropy, distance, special_share, max_entropy."""
         if self._summary is None:
             rows: dict[str, list[torch.Tensor]] = {}
             for layer in range(self.num_layers):
-                for name, value in head_summaries(self._probs(layer), self._special, self._valid).items():
-                    rows.setdefault(name, []).append(value)
+                parts: dict[str, list[torch.Tensor]] = {}
+                for heads in self._head_chunks():
+                    for name, value in head_summaries(self._probs(layer, heads), self._special, self._valid).items():
+                        parts.setdefault(name, []).append(value)
+                for name, chunks in parts.items():
+                    rows.setdefault(name, []).append(torch.cat(chunks))
             self._summary = {k: torch.stack(v).numpy() for k, v in rows.items()}
         return self._summary
 
@@ -169,7 +182,8 @@ class AttentionStore:
         if self._rollout is None:
             r = None
             for layer in range(self.num_layers):
-                r = rollout_step(r, self._probs(layer))
+                mean = sum(self._probs(layer, heads).sum(0) for heads in self._head_chunks()) / self.num_heads
+                r = rollout_step(r, mean[None])  # (1, N, N): the head mean
             self._rollout = r.numpy()
         return self._rollout
 

@@ -76,7 +76,7 @@ def encode(loaded: LoadedModel, text: str, text_pair: str | None = None) -> Enco
             text_pair = text_pair.replace(spelling, mask) if text_pair else text_pair
     limit = max_tokens(loaded)
     # Segment ids only where the model has segment embeddings (GPT-2 would add wte[0] for type 0).
-    kw = dict(return_offsets_mapping=True, return_special_tokens_mask=True,
+    kw = dict(return_offsets_mapping=True, return_special_tokens_mask=True, verbose=False,
               return_token_type_ids=loaded.info.model_type in ("bert", "albert"))
     enc = tok(text, text_pair, **kw) if text_pair else tok(text, **kw)
     warnings: list[str] = []
@@ -151,7 +151,7 @@ def inspect(
         warnings=list(info.warnings) + enc.warnings, unavailable=dict(info.unavailable),
     )
     if out.attention:
-        store = AttentionStore([(lambda f=f: f()[0]) for f in out.attention], backend.num_heads, special)
+        store = AttentionStore([(lambda heads, f=f: f(heads)[0]) for f in out.attention], backend.num_heads, special)
         result.attention_source = store
         result.num_layers = len(out.attention)
         if summaries:

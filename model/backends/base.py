@@ -7,8 +7,9 @@ Tensors crossing this interface are torch tensors on the CPU:
     input_ids, attention_mask, token_type_ids: (batch, seq) int64
     logits:        (batch, seq, vocab) float32
     hidden_states: L + 1 tensors (batch, seq, hidden) float32, row 0 = embedding output
-    attention:     L callables, each returning (batch, head, query, key) float32 probabilities when
-                   called; a backend computes them lazily where it can (torch: from captured q/k).
+    attention:     L callables; `fn(heads=None)` returns (batch, len(heads), query, key) float32
+                   probabilities of those heads (all when None); a backend computes them lazily where it
+                   can (torch: from captured q/k).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class ForwardOutput:
     # where needed (a 1024-token BERT input would otherwise hold 125 MB of logits).
     logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # L + 1 x (batch, seq, hidden)
-    attention: list[Callable[[], torch.Tensor]] | None = None  # L x () -> (batch, head, query, key)
+    attention: list[Callable[..., torch.Tensor]] | None = None  # L x (heads=None) -> (batch, head, query, key)
     pair_logits: torch.Tensor | None = None  # (batch, 2) NSP / SOP head
     # ELMo-style models: backward-LM logits, position i predicts token i-1.
     backward_logits: torch.Tensor | None = None  # (batch, seq, vocab)

@@ -150,7 +150,7 @@ class TorchBackend(Backend):
                     )
                 attn_fns = [self._lazy_probs(q, k, mask, scale, attention_mask) for q, k, mask, scale in record]
             elif out.attentions is not None:
-                attn_fns = [(lambda a=a: a.float()) for a in out.attentions]
+                attn_fns = [(lambda heads=None, a=a: (a if heads is None else a[:, heads]).float()) for a in out.attentions]
 
         logits_fn = None
         if self._head is not None:
@@ -173,9 +173,17 @@ class TorchBackend(Backend):
         )
 
     def _lazy_probs(self, q, k, mask, scale, attention_mask):
-        def compute() -> torch.Tensor:
+        causal = mask is None and self.causal
+
+        def compute(heads: list[int] | None = None) -> torch.Tensor:
+            """(batch, heads, query, key) probabilities of the given heads (all when None)."""
+            qh, kh = q, k
+            if heads is not None:
+                group = q.shape[1] // k.shape[1]  # grouped-query attention shares key heads
+                qh, kh = q[:, heads], k[:, [h // group for h in heads]]
             with torch.inference_mode():
-                return attention_probs(q, k, scale=scale, additive_mask=mask, key_padding=attention_mask.bool())
+                return attention_probs(qh, kh, scale=scale, additive_mask=mask, key_padding=attention_mask.bool(),
+                                       causal=causal)
 
         return compute
 

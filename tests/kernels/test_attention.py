@@ -46,9 +46,9 @@ def test_store_is_lazy_and_compact():
     maps = [torch.softmax(torch.randn(3, 6, 6), -1) for _ in range(4)]
 
     def fn(i):
-        def f():
+        def f(heads=None):
             calls.append(i)
-            return maps[i]
+            return maps[i] if heads is None else maps[i][heads]
         return f
 
     store = AttentionStore([fn(i) for i in range(4)], 3, np.zeros(6, bool), cache_layers=2)
