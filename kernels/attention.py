@@ -125,7 +125,7 @@ class AttentionStore:
         special: np.ndarray,
         valid: np.ndarray | None = None,
         cache_layers: int = 2,
-        budget_floats: int = 4 * 2**20,
+        budget_floats: int = 2**20,
     ):
         self._fns = layer_fns
         self.num_layers = len(layer_fns)

@@ -192,6 +192,12 @@ def cmd_train(args):
     return run_train(args)
 
 
+def cmd_bench(args):
+    from bench.run import main as bench_main
+
+    return bench_main(full=args.full)
+
+
 def cmd_demo_models(args):
     from model.train.demo import build_demo_models
 
@@ -273,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # training engine not installed in this build
         pass
     sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("bench", help="run the benchmarks against baselines measured in the same run")
+    sp.add_argument("--full", action="store_true", help="the long version")
+    sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("demo-models", help="train the demo models shipped in assets/models")
     sp.add_argument("--out", default="assets/models")

@@ -15,6 +15,8 @@ Models whose attention layers do not go through `AttentionInterface` are loaded 
 from __future__ import annotations
 
 import contextvars
+import ctypes
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,9 +32,19 @@ from model.backends.base import Backend, ForwardOutput
 
 IMPLEMENTATION = "lmscope"
 
-# The list that the attention function appends (query, key, mask, scale) to during one forward pass.
-# A ContextVar, so concurrent inspections in different threads never see each other's tensors.
-_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("lmscope_attention_recorder", default=None)
+@dataclass
+class _Recording:
+    """What one forward pass records. layers: (query, key, additive mask or None, scale, causal) per layer.
+    unpadded: every position is a real token, so the mask is all zeros (bidirectional) or purely causal and
+    SDPA can run its fused kernels without materialising an N x N mask per layer."""
+
+    layers: list | None
+    unpadded: bool
+
+
+# Set for the duration of one forward pass. A ContextVar, so concurrent inspections in different
+# threads never see each other's tensors.
+_RECORDER: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("lmscope_attention_recorder", default=None)
 
 
 def _recording_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -42,12 +54,27 @@ def _recording_attention(module, query, key, value, attention_mask, dropout=0.0,
     attention_mask: additive float mask broadcastable to (batch, head, query, key), or None.
     """
     rec = _RECORDER.get()
-    if rec is not None:
-        rec.append((query.detach(), key.detach(), attention_mask, scaling))
+    if rec is not None and rec.unpadded:
+        attention_mask = None  # SDPA then applies `module.is_causal` itself, without an N x N mask
+    if rec is not None and rec.layers is not None:
+        causal = attention_mask is None and bool(getattr(module, "is_causal", False))
+        rec.layers.append((query.detach(), key.detach(), attention_mask, scaling, causal))
     kwargs.pop("output_attentions", None)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
+def _pin_mmap_threshold() -> None:
+    """glibc raises its mmap threshold after a large block is freed, so later N x N buffers come from the
+    heap and stay resident after they are freed; at 1024 tokens that doubled the peak memory of an
+    inspection. Pinning the threshold at 1 MiB returns every large tensor to the OS when it is freed."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass
+
+
+_pin_mmap_threshold()
 AttentionInterface.register(IMPLEMENTATION, _recording_attention)
 # Give our implementation eager-style masks: a materialised additive float mask, never a skipped one,
 # so the recorded mask is exactly what eager attention adds to the scores.
@@ -91,11 +118,6 @@ BASE_MODELS = {"BertModel", "RobertaModel", "AlbertModel", "DistilBertModel", "G
 SUPPORTED = set(MLM_HEADS) | set(CAUSAL_HEADS) | BASE_MODELS
 
 
-@dataclass
-class _Probe:
-    records_attention: bool
-
-
 class TorchBackend(Backend):
     """A transformers model in eval mode. `forward` is thread-safe: no module state changes."""
 
@@ -127,7 +149,8 @@ class TorchBackend(Backend):
         if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
             kwargs["token_type_ids"] = token_type_ids
         record = [] if (attentions and self.record_attention) else None
-        token = _RECORDER.set(record)
+        # A causal model needs query positions == key positions for the dropped mask to mean "causal".
+        token = _RECORDER.set(_Recording(record, unpadded=bool(attention_mask.all())))
         try:
             out = self.model.base_model(
                 **kwargs,
@@ -148,7 +171,7 @@ class TorchBackend(Backend):
                         f"recorded {len(record)} attention layers, expected {self.num_layers}; "
                         "this architecture's attention does not go through transformers' AttentionInterface"
                     )
-                attn_fns = [self._lazy_probs(q, k, mask, scale, attention_mask) for q, k, mask, scale in record]
+                attn_fns = [self._lazy_probs(q, k, mask, scale, causal, attention_mask) for q, k, mask, scale, causal in record]
             elif out.attentions is not None:
                 attn_fns = [(lambda heads=None, a=a: (a if heads is None else a[:, heads]).float()) for a in out.attentions]
 
@@ -172,9 +195,7 @@ class TorchBackend(Backend):
             pair_logits=pair_logits,
         )
 
-    def _lazy_probs(self, q, k, mask, scale, attention_mask):
-        causal = mask is None and self.causal
-
+    def _lazy_probs(self, q, k, mask, scale, causal, attention_mask):
         def compute(heads: list[int] | None = None) -> torch.Tensor:
             """(batch, heads, query, key) probabilities of the given heads (all when None)."""
             qh, kh = q, k

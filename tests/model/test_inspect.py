@@ -16,13 +16,15 @@ def _eager(path, arch_name):
     return cls.from_pretrained(str(path), attn_implementation="eager").eval()
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["padded-batch", "single"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_attention_equals_eager_output_attentions(tiny_models, arch):
+def test_attention_equals_eager_output_attentions(tiny_models, arch, padded):
     m = load_model(tiny_models[arch])
     ref = _eager(tiny_models[arch], m.info.architecture)
     tok = m.tokenizer
     # a padded batch of two: padded rows must match on every real query
-    rows = [tok(t)["input_ids"] for t in ("the quick brown fox jumps over the lazy dog.", "hello world")]
+    texts = ("the quick brown fox jumps over the lazy dog.", "hello world")
+    rows = [tok(t)["input_ids"] for t in (texts if padded else texts[:1])]
     n = max(map(len, rows))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     batch = {"input_ids": torch.tensor([r + [pad] * (n - len(r)) for r in rows]),
