@@ -295,8 +295,29 @@ _GLOBAL = threading.Lock()
 LOAD_COUNT: dict[tuple[str, str], int] = {}  # how often each key was really loaded (tests, load test)
 
 
-def resolve(ref: str | os.PathLike) -> tuple[Path, str]:
-    """A path or a listed model name -> (path, display name)."""
+def allowed_roots() -> list[Path]:
+    """Directories the app may load models from: the demo models, lmscope's runs, the HF cache, and
+    anything listed in LMSCOPE_MODEL_ROOTS (os.pathsep-separated). The CLI may load any path it is given."""
+    from model.registry import demo_dir, hf_hub_cache, runs_dir
+
+    roots = [demo_dir(), runs_dir(), hf_hub_cache()]
+    roots += [Path(p) for p in os.environ.get("LMSCOPE_MODEL_ROOTS", "").split(os.pathsep) if p]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def check_allowed(path: Path) -> None:
+    """Refuse a path that resolves (after `..` and symlinks) outside every allowed root."""
+    real = Path(os.path.realpath(path))
+    if not any(real == r or r in real.parents for r in allowed_roots()):
+        raise ModelLoadError(
+            f"{path} is outside the model folders this server may read (demo models, runs, the Hugging Face "
+            "cache, LMSCOPE_MODEL_ROOTS)"
+        )
+
+
+def resolve(ref: str | os.PathLike, restrict: bool = False) -> tuple[Path, str]:
+    """A path or a listed model name -> (path, display name). With `restrict`, a path must lie inside
+    `allowed_roots()` (the app sets this; a path typed on the command line is the user's own choice)."""
     from model.registry import find
 
     ref = str(ref).strip()
@@ -311,13 +332,15 @@ def resolve(ref: str | os.PathLike) -> tuple[Path, str]:
         if entry is not None:
             return Path(entry.path), entry.name
         raise ModelLoadError(f"no such model: {ref!r} (neither a path nor a listed model; `lmscope models` lists them)")
+    if restrict:
+        check_allowed(p)
     p = p.resolve()
     return p, p.name
 
 
-def load_model(ref: str | os.PathLike, backend: str = "auto") -> LoadedModel:
-    """Load (once per process) and return a shared, read-only model."""
-    path, name = resolve(ref)
+def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = False) -> LoadedModel:
+    """Load (once per process) and return a shared, read-only model. `restrict`: see `resolve`."""
+    path, name = resolve(ref, restrict)
     kind = "onnx" if path.suffix == ".onnx" else "torch"
     if backend not in ("auto", kind):
         raise ModelLoadError(f"{path} cannot run on the {backend} backend (it is a {kind} model)")

@@ -118,3 +118,18 @@ def test_no_trust_remote_code_anywhere():
     root = pathlib.Path(load_mod.__file__).parent.parent
     for py in list((root / "model").rglob("*.py")) + list((root / "app").rglob("*.py")):
         assert "trust_remote_code=True" not in py.read_text(), py
+
+
+def test_restricted_paths_cannot_escape_the_roots(tiny_models, tmp_path, monkeypatch):
+    demo = tmp_path / "demo"
+    _copy(tiny_models["gpt2"], demo / "gpt2")
+    outside = _copy(tiny_models["bert-mlm"], tmp_path / "outside")
+    (demo / "link").symlink_to(outside)
+    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
+    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert load_model(demo / "gpt2", restrict=True).info.task == "causal-lm"
+    for bad in (demo / ".." / "outside", demo / "link", outside):
+        with pytest.raises(ModelLoadError, match="outside the model folders"):
+            load_model(bad, restrict=True)
+    assert load_model(outside).info.task == "masked-lm"  # the CLI's own choice is not restricted
