@@ -238,8 +238,8 @@ class BeamNode:
 
     id: unique node id; parent: parent node id (-1 for the root); step: generation step (0 = prompt).
     token/token_id: the token this node appended; score: cumulative log-probability;
-    status: "kept" (survived to the next step), "pruned" (fell out of the top beams),
-            "finished" (ended with EOS or reached the length limit and was among the returned beams).
+    status: "kept" (survived to the next step), "pruned" (fell out of the top beams), "ended" (ended
+            with EOS or at the length limit but was not returned), "finished" (a returned hypothesis).
     """
 
     id: int
