@@ -43,20 +43,13 @@ class Figure:
 def build_bert(out: Path, layers=12, heads=12, hidden=768, positions=1024, vocab=30522) -> Path:
     """A random BERT-base-shaped masked LM with a small trained WordPiece tokenizer, saved to `out`."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM
+
+    from model.train.tokenizer import train_tokenizer
 
     torch.manual_seed(0)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     words = "the quick brown fox jumps over a lazy dog while students watch attention heads".split()
-    tok.train_from_iterator([" ".join(words)] * 10, trainers.WordPieceTrainer(
-        vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast = train_tokenizer("bert", [" ".join(words)] * 10, vocab_size=200, max_length=positions)
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=4 * hidden, max_position_embeddings=positions)
     BertForMaskedLM(cfg).save_pretrained(out)
