@@ -201,7 +201,7 @@ def cmd_bench(args):
 def cmd_demo_models(args):
     from model.train.demo import build_demo_models
 
-    build_demo_models(args.out, only=args.only)
+    build_demo_models(args.out, only=args.only, scale=args.scale)
     return 0
 
 
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo-models", help="train the demo models shipped in assets/models")
     sp.add_argument("--out", default="assets/models")
     sp.add_argument("--only", nargs="*", help="architectures to build (default: all)")
+    sp.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.05 for a smoke test)")
     sp.set_defaults(func=cmd_demo_models)
     return p
 

@@ -1,0 +1,105 @@
+"""TrainConfig: everything one training run depends on, each default with its reason.
+
+Fields left at None take the preset's value (see presets.py); `resolved()` fills them in and checks
+every value a user can get wrong, raising ValueError with a one-line message.
+
+    >>> cfg = TrainConfig(arch="bert", out_dir="runs/b", preset="tiny", steps=50).resolved()
+    >>> cfg.steps, cfg.seq_len, cfg.dynamic_masking
+    (50, 32, False)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from model.train.presets import preset
+
+ARCHS = ("bert", "roberta", "albert", "gpt2", "elmo")
+MLM_ARCHS = ("bert", "roberta", "albert")
+
+
+class TrainingError(ValueError):
+    """Training stopped because of something the user can fix (a diverging run, a bad --resume)."""
+
+
+def _bf16_is_fast() -> bool:
+    """bfloat16 matmuls run natively (AVX-512 BF16 / AMX) on this CPU."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
+
+
+@dataclass
+class TrainConfig:
+    arch: str  # bert | roberta | albert | gpt2 | elmo
+    out_dir: str
+    corpus: str = "toyworld"  # a .txt / .jsonl path, or a built-in name: toyworld | pydoc
+    preset: str = "tiny"  # tiny (tests) | small (demo models)
+    # ---- None = the preset's value
+    steps: int | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    lr: float | None = None
+    warmup: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    hidden: int | None = None
+    vocab_size: int | None = None
+    mlm_probability: float | None = None
+    dropout: float | None = None
+    # ---- optimisation
+    weight_decay: float = 0.01  # AdamW's usual value for transformers; not applied to biases and norms
+    grad_clip: float = 1.0  # max global gradient norm: keeps the first steps of small models stable
+    seed: int = 0  # model init, data order, masks and dropout all derive from it
+    # ---- objectives
+    whole_word: bool = False  # BERT's later whole-word masking: all pieces of a chosen word are predicted
+    dynamic_masking: bool | None = None  # None: as published (RoBERTa dynamic, BERT / ALBERT static)
+    # ---- bookkeeping
+    checkpoint_every: int = 500  # a killed run loses at most this many steps
+    keep_last: int = 5  # checkpoints kept (the app's training-history slider shows them)
+    eval_every: int = 250  # held-out metrics this often, and always at the end
+    eval_batches: int = 8  # held-out batches per evaluation: enough for a stable curve, cheap to compute
+    heldout_share: float = 0.02  # documents kept out of training for the held-out metrics
+    # ---- speed
+    threads: int | None = None  # torch threads; None = torch's default (one per core)
+    bf16: bool | None = None  # bfloat16 autocast for matmuls; None = on where the CPU runs bf16 natively
+    resume: bool = False  # continue from the newest checkpoint in out_dir
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None filled in and every value checked."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        p = asdict(preset(self.preset))
+        filled = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in p.items()}
+        dyn = self.dynamic_masking if self.dynamic_masking is not None else self.arch == "roberta"
+        bf16 = self.bf16 if self.bf16 is not None else _bf16_is_fast()
+        cfg = replace(self, dynamic_masking=dyn, bf16=bf16, **filled)
+        for name in ("steps", "batch_size", "layers", "heads", "hidden", "vocab_size", "checkpoint_every",
+                     "keep_last", "eval_every", "eval_batches"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden size {cfg.hidden} must be divisible by the number of heads {cfg.heads}")
+        if not 8 <= cfg.seq_len <= 4096:
+            raise ValueError(f"seq-len must be between 8 and 4096, got {cfg.seq_len}")
+        if cfg.vocab_size < 100:
+            raise ValueError(f"vocab-size must be at least 100 (the byte-level alphabet alone is 256), got {cfg.vocab_size}")
+        if not 0 < cfg.lr < 1e3 or cfg.lr != cfg.lr:
+            raise ValueError(f"lr must be a positive number, got {cfg.lr}")
+        if cfg.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {cfg.warmup}")
+        if not 0 < cfg.mlm_probability < 1:
+            raise ValueError(f"mlm-probability must be in (0, 1), got {cfg.mlm_probability}")
+        if not 0 <= cfg.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        if not 0 < cfg.heldout_share < 0.5:
+            raise ValueError(f"heldout-share must be in (0, 0.5), got {cfg.heldout_share}")
+        if cfg.grad_clip <= 0:
+            raise ValueError(f"grad-clip must be positive, got {cfg.grad_clip}")
+        if cfg.threads is not None and cfg.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {cfg.threads}")
+        return cfg
+
+    # Fields that must match between a checkpoint and a --resume (anything that changes data or shapes).
+    RESUME_KEYS = ("arch", "seed", "batch_size", "seq_len", "layers", "heads", "hidden", "vocab_size", "lr",
+                   "warmup", "weight_decay", "grad_clip", "mlm_probability", "whole_word", "dynamic_masking",
+                   "heldout_share", "dropout")
