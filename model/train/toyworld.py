@@ -15,6 +15,7 @@ structure, it also emits probes: which verb form is right, with or without an at
 """
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,11 @@ PLACES = ["garden", "river", "market", "forest", "castle", "school", "harbor", "
 OBJECTS = [("ball", "balls"), ("apple", "apples"), ("box", "boxes"), ("song", "songs"), ("letter", "letters"),
            ("key", "keys"), ("boat", "boats"), ("cake", "cakes"), ("flower", "flowers"), ("book", "books")]
 ALL_NOUNS = PEOPLE_M + PEOPLE_F + PEOPLE_N + ANIMALS
+# Bumped whenever the text a seed produces changes (cached corpora are keyed by it).
+# 2: "sheep"/"deer" no longer appear as attractors.
+GENERATOR_VERSION = 2
+# The seed of the built-in training corpus; probes refuse it so they are always held out.
+TRAIN_SEED = 0
 
 
 @dataclass
@@ -89,8 +95,11 @@ def _pronoun(noun: tuple[str, str] | str, number: int) -> str:
 
 
 def _other_np(rng: random.Random, number: int) -> str:
-    """A noun phrase for an attractor / object with a given number ("the cats")."""
+    """A noun phrase for an attractor with a given number ("the cats"). Never "sheep"/"deer": their
+    number is invisible, so they could not act as an attractor (swapped for the next noun, no extra draw)."""
     noun = rng.choice(ALL_NOUNS)
+    if noun[0] in AMBIGUOUS:
+        noun = ALL_NOUNS[(ALL_NOUNS.index(noun) + 1) % len(ALL_NOUNS)]
     adj = rng.choice(ADJS) if rng.random() < 0.3 else None
     return " ".join(w for w in ("the", adj, noun[number]) if w)
 
@@ -117,32 +126,35 @@ class Clause:
     correct: str
     wrong: str
     attractor: bool
+    attractor_kind: str  # "preposition" ("near the cats"), "relative" ("that sees the cats") or ""
 
     @property
     def text(self) -> str:
         return " ".join(self.words)
 
 
-def _sentence(rng: random.Random, ent: Entity, *, use_pronoun: bool, force_attractor: bool = False) -> Clause:
+def _sentence(rng: random.Random, ent: Entity, *, use_pronoun: bool, attractor: bool | None = None) -> Clause:
+    """One sentence about ent. attractor: None = at random (45%, never after a pronoun), True / False = forced."""
     words: list[str] = []
     adj = rng.choice(ADJS) if rng.random() < 0.4 and not isinstance(ent.words, str) else None
     subj = ent.pronoun if use_pronoun else ent.np(rng, adj)
     words += subj.split()
     subject_index = len(words) - 1
-    attractor = False
+    kind = ""
     r = rng.random()
-    if not use_pronoun and (force_attractor or r < 0.45):
-        if force_attractor or rng.random() < 0.6:  # prepositional phrase with a noun of the other number
+    if not use_pronoun and (r < 0.45 if attractor is None else attractor):
+        if rng.random() < 0.6:  # prepositional phrase with a noun of the other number
+            kind = "preposition"
             words += [rng.choice(PREPS)] + _other_np(rng, 1 - ent.number).split()
         else:  # relative clause: "that sees the cats"
             v = rng.choice(VERBS_TR)
             words += ["that", v[ent.number]] + _other_np(rng, 1 - ent.number).split()
-        attractor = True
+            kind = "relative"
     verb, wrong, rest = _verb_phrase(rng, ent.number)
     verb_index = len(words)
     words += [verb] + rest.split() + ["."]
     ent.mentioned = True
-    return Clause(words, subject_index, verb_index, verb, wrong, attractor)
+    return Clause(words, subject_index, verb_index, verb, wrong, bool(kind), kind)
 
 
 def _cast(rng: random.Random, size: int) -> list[Entity]:
@@ -177,6 +189,8 @@ def _document(rng: random.Random) -> list[str]:
 
 def generate_corpus(n_documents: int, seed: int) -> list[list[str]]:
     """n_documents documents of 3-8 sentences each, deterministic for a seed."""
+    if n_documents < 0:
+        raise ValueError(f"n_documents must be >= 0, got {n_documents}")
     rng = random.Random(seed)
     return [_document(rng) for _ in range(n_documents)]
 
@@ -185,7 +199,7 @@ def write_corpus(path: str | Path, n_documents: int, seed: int) -> Path:
     """Write the txt format: one sentence per line, a blank line between documents."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share a file
     tmp.write_text("\n\n".join("\n".join(d) for d in generate_corpus(n_documents, seed)) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
@@ -199,7 +213,8 @@ class AgreementProbe:
     masked:  the whole sentence with the verb replaced by "{mask}", for masked models.
     correct / wrong: the verb form that agrees / the other form.
     subject_index, verb_index: word positions in the full sentence; attractor: a noun of the other
-    number stands between subject and verb.
+    number stands between subject and verb, in a prepositional phrase ("the dog near the cats") or a
+    relative clause ("the dog that sees the cats"), named by attractor_kind ("" without attractor).
     """
 
     sentence: str
@@ -210,22 +225,33 @@ class AgreementProbe:
     subject_index: int
     verb_index: int
     attractor: bool
+    attractor_kind: str
 
 
 def agreement_probes(n: int, seed: int = 12345, attractor_share: float = 0.7) -> list[AgreementProbe]:
-    """Held-out probes (use a seed the training corpus did not use)."""
+    """n held-out probes, deterministic for a seed, which must not be the training corpus's TRAIN_SEED.
+    About attractor_share of them put a noun of the other number between subject and verb.
+
+        >>> p = agreement_probes(1, seed=3)[0]
+        >>> p.masked.replace("{mask}", p.correct) == p.sentence, p.sentence.startswith(p.prefix + " " + p.correct)
+        (True, True)
+    """
+    if seed == TRAIN_SEED:
+        raise ValueError(f"probe seed {seed} is the training corpus seed; use another seed so probes are held out")
+    if not 0 <= attractor_share <= 1:
+        raise ValueError(f"attractor_share must be in [0, 1], got {attractor_share}")
     rng = random.Random(seed)
     out = []
     while len(out) < n:
         ent = _cast(rng, 1)[0]
         ent.mentioned = rng.random() < 0.5
-        c = _sentence(rng, ent, use_pronoun=False, force_attractor=rng.random() < attractor_share)
+        c = _sentence(rng, ent, use_pronoun=False, attractor=rng.random() < attractor_share)
         w = c.words
         out.append(AgreementProbe(
             sentence=c.text, prefix=" ".join(w[:c.verb_index]),
             masked=" ".join(w[:c.verb_index] + ["{mask}"] + w[c.verb_index + 1:]),
             correct=c.correct, wrong=c.wrong, subject_index=c.subject_index, verb_index=c.verb_index,
-            attractor=c.attractor,
+            attractor=c.attractor, attractor_kind=c.attractor_kind,
         ))
     return out
 

@@ -60,10 +60,59 @@ def test_same_statistics_as_transformers_collator():
     torch.manual_seed(0)
     inputs, labels = col.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
     sel = labels != -100
-    theirs = ((sel.sum() / (~special).sum()).item(), ((inputs == MASK) & sel).sum().item() / sel.sum().item())
+    assert not sel[special].any() and torch.equal(labels[sel], ids[sel])  # same label semantics as ours
+    n_sel = sel.sum().item()
+    masked, changed = (inputs == MASK) & sel, (inputs != ids) & sel & (inputs != MASK)
+    theirs = (n_sel / (~special).sum().item(), masked.sum().item() / n_sel, changed.sum().item() / n_sel)
     r = mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, generator=torch.Generator().manual_seed(0))
-    ours = _stats(r.selected, r.action, special)[:2]
-    assert abs(ours[0] - theirs[0]) < 0.01 and abs(ours[1] - theirs[1]) < 0.02
+    share, m, rnd, _ = _stats(r.selected, r.action, special)
+    ours = (share, m, rnd * (1 - 1 / V))  # a random draw equal to the original token looks "unchanged"
+    for a, b, tol in zip(ours, theirs, (0.005, 0.01, 0.01)):
+        assert abs(a - b) < tol, (ours, theirs)
+
+
+class _WWMTok:  # what DataCollatorForLanguageModeling(whole_word_mask=True) needs of a fast tokenizer
+    mask_token, mask_token_id, pad_token_id, is_fast = "[MASK]", MASK, 0, True
+
+    def __len__(self):
+        return V
+
+    def convert_tokens_to_ids(self, t):
+        return MASK
+
+
+def _pieces(rows, seq, pieces_per_word=3):
+    """Words of `pieces_per_word` adjacent pieces, a space between words; [CLS] first, [SEP] last."""
+    ids, special = _batch(rows=rows, seq=seq)
+    special[:, 1:-1] = False  # no padding here: only [CLS] and [SEP]
+    pos = torch.arange(seq - 2)
+    words = torch.cat([torch.tensor([-1]), pos // pieces_per_word, torch.tensor([-1])]).repeat(rows, 1)  # (batch, seq)
+    start = torch.cat([torch.tensor([0]), pos * 4 - pos % pieces_per_word, torch.tensor([0])])  # gap of 1 char between words
+    offsets = torch.stack([start, start + 3], -1)  # (seq, 2) pieces of 3 characters
+    offsets[0] = offsets[-1] = 0
+    return ids, special, words, offsets.repeat(rows, 1, 1)  # (batch, seq, 2)
+
+
+def test_whole_word_same_semantics_as_transformers():
+    from transformers import DataCollatorForLanguageModeling
+
+    ids, special, words, offsets = _pieces(rows=200, seq=512)
+    col = DataCollatorForLanguageModeling(_WWMTok(), whole_word_mask=True, mask_replace_prob=1.0, random_replace_prob=0.0)
+    their_words, _ = col._calc_word_ids_and_prob_mask(offsets.numpy(), special.int().numpy())
+    assert (torch.from_numpy(their_words) - 1)[~special].equal(words[~special])  # same notion of a word
+    torch.manual_seed(0)
+    inputs, labels = col.torch_mask_tokens(ids.clone(), special_tokens_mask=special.int(), offset_mapping=offsets)
+    r = mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, word_ids=words, mask_ratio=1.0, random_ratio=0.0,
+                 generator=torch.Generator().manual_seed(0))
+    theirs, ours = labels != -100, r.selected
+    n = (~special).sum().item()
+    assert abs(theirs.sum().item() / n - ours.sum().item() / n) < 0.01
+    for sel, corrupted in ((theirs, inputs), (ours, r.input_ids)):
+        assert abs(sel.sum().item() / n - 0.15) < 0.01
+        assert (corrupted[sel] == MASK).all() and torch.equal(corrupted[~sel], ids[~sel])
+    # spreading: their rule applied to our chosen first pieces gives back exactly our selection
+    first = ours & torch.cat([torch.ones(200, 1, dtype=torch.bool), words[:, 1:] != words[:, :-1]], 1)
+    assert torch.equal(torch.from_numpy(col._whole_word_mask(their_words, first.numpy())), ours)
 
 
 def test_whole_word_selects_whole_words():
@@ -80,6 +129,34 @@ def test_whole_word_selects_whole_words():
             assert picked.all() or not picked.any()
     share = r.selected.sum().item() / (~special).sum().item()
     assert abs(share - 0.15) < 0.02
+    assert torch.equal(r.labels != -100, r.selected) and not r.selected[special].any()
+    # each selected piece draws its own branch: some words mix [MASK] with a kept or random piece
+    mixed = [(r.action[b][words[b] == w].unique().numel() > 1) for b in range(100) for w in range(1, 42)
+             if r.selected[b][words[b] == w].any()]
+    assert any(mixed)
+
+
+@pytest.mark.parametrize("word_level", [False, True])
+def test_bounds_int_probability_and_int32_ids(word_level):
+    ids, special = _batch(rows=8, seq=64)
+    words = torch.arange(64).repeat(8, 1).masked_fill(special, -1) if word_level else None
+    r = mlm_mask(ids.int(), special, vocab_size=V, mask_token_id=MASK, mlm_probability=1, mask_ratio=0.0,
+                 random_ratio=1.0, random_token_low=900, word_ids=words, generator=torch.Generator().manual_seed(0))
+    assert r.labels.dtype == r.input_ids.dtype == torch.int64 and r.action.dtype == torch.int8
+    assert r.selected.equal(~special)
+    assert ((r.input_ids[~special] >= 900) & (r.input_ids[~special] < V)).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mlm_probability=1.5), "mlm_probability"),
+    (dict(mask_ratio=0.8, random_ratio=0.3), "sum to at most 1"),
+    (dict(random_token_low=V), "empty"),
+    (dict(word_ids=torch.zeros(2, 3, dtype=torch.long)), "same"),
+])
+def test_bad_arguments(kwargs, match):
+    ids, special = _batch(rows=2, seq=64)
+    with pytest.raises(ValueError, match=match):
+        mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, **kwargs)
 
 
 def test_seeds():
@@ -89,16 +166,43 @@ def test_seeds():
     c = static_mask(ids, special, 8, vocab_size=V, mask_token_id=MASK)
     assert torch.equal(a.input_ids, b.input_ids) and not torch.equal(a.selected, c.selected)
     dyn = DynamicMasker(0, vocab_size=V, mask_token_id=MASK)
-    assert not torch.equal(dyn(ids, special).selected, dyn(ids, special).selected)  # dynamic: new mask each epoch
+    first, second = dyn(ids, special), dyn(ids, special)
+    assert not torch.equal(first.selected, second.selected)  # dynamic: new mask each epoch
+    again = DynamicMasker(0, vocab_size=V, mask_token_id=MASK)
+    assert torch.equal(again(ids, special).input_ids, first.input_ids)  # ...reproducible from the seed
+    g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    x, y, z = (mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, generator=g(s)) for s in (5, 5, 6))
+    assert all(torch.equal(getattr(x, f), getattr(y, f)) for f in ("input_ids", "labels", "selected", "action"))
+    assert not torch.equal(x.input_ids, z.input_ids)
 
 
 def test_explain_says_why():
     ids = torch.tensor([[1, 20, 21, 22, 2]])
     special = torch.tensor([[True, False, False, False, True]])
     r = mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, mlm_probability=1.0, mask_ratio=1.0, random_ratio=0.0)
-    rows = explain(r, ["[CLS]", "a", "b", "c", "[SEP]"], [True, False, False, False, True], id_to_token=lambda i: "[MASK]" if i == MASK else str(i))
+    rows = explain(r, ["[CLS]", "a", "b", "c", "[SEP]"], id_to_token=lambda i: "[MASK]" if i == MASK else str(i))
     assert rows[0]["action"] == "special" and "never" in rows[0]["reason"]
-    assert rows[1]["action"] == "mask" and rows[1]["shown"] == "[MASK]" and "80%" in rows[1]["reason"]
+    assert rows[1]["action"] == "mask" and rows[1]["shown"] == "[MASK]" and "100% branch" in rows[1]["reason"]
+    with pytest.raises(ValueError, match="one token"):
+        explain(r, ["[CLS]", "a"])
+
+
+def test_explain_every_action_at_default_rates():
+    ids, special = _batch(rows=1, seq=400)
+    r = mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, mlm_probability=0.5, generator=torch.Generator().manual_seed(0))
+    rows = explain(r, [str(i) for i in ids[0].tolist()], id_to_token=str)
+    by_action = {}
+    for i, d in enumerate(rows):
+        by_action.setdefault(d["action"], d)
+        code = {"untouched": 0, "special": 0, "mask": MASKED, "random": RANDOM, "kept": KEPT}[d["action"]]
+        assert int(r.action[0, i]) == code and (d["action"] == "special") == bool(special[0, i])
+        assert d["shown"] == str(int(r.input_ids[0, i]))
+    assert set(by_action) == {"special", "untouched", "mask", "random", "kept"}
+    assert "selected (50%)" in by_action["mask"]["reason"] and "80% branch" in by_action["mask"]["reason"]
+    assert "10% branch" in by_action["random"]["reason"] and "10% branch" in by_action["kept"]["reason"]
+    words = torch.arange(400).div(2, rounding_mode="floor").repeat(1, 1).masked_fill(special, -1)
+    r = mlm_mask(ids, special, vocab_size=V, mask_token_id=MASK, word_ids=words, generator=torch.Generator().manual_seed(0))
+    assert any("whole-word" in d["reason"] for d in explain(r, [""] * 400))
 
 
 @settings(max_examples=100, deadline=None)
@@ -109,6 +213,12 @@ def test_specials_are_never_selected(rows, seq, p, seed, data):
     r = mlm_mask(ids, special, vocab_size=50, mask_token_id=MASK, mlm_probability=p, generator=torch.Generator().manual_seed(seed))
     assert not r.selected[special].any()
     assert torch.equal(r.input_ids[special], ids[special])
+    # whole-word selection too, even when a word id (wrongly) reaches onto a special position
+    words = torch.randint(-1, 6, (rows, seq), generator=torch.Generator().manual_seed(seed + 1))
+    r = mlm_mask(ids, special, vocab_size=50, mask_token_id=MASK, mlm_probability=p, word_ids=words,
+                 generator=torch.Generator().manual_seed(seed))
+    assert not r.selected[special].any() and not r.selected[words < 0].any()
+    assert torch.equal(r.labels != -100, r.selected)
 
 
 DOCS = [[f"d{d}s{s}" for s in range(6)] for d in range(400)]
@@ -135,8 +245,18 @@ def test_sop_half_swapped_same_document():
         assert da == db and int(sb) - int(sa) == (1 if p.label == 0 else -1)
 
 
+def test_nsp_single_sentence_documents():
+    docs = [["d0s0", "d0s1", "d0s2"], ["d1s0"], [], ["d3s0"]]
+    pairs = nsp_pairs(docs * 1, torch.Generator().manual_seed(1), p_next=0.0)
+    assert [p.a for p in pairs] == ["d0s0", "d0s1"]  # only sentences that have a successor start a pair
+    assert all(p.b in ("d1s0", "d3s0") and p.label == 1 and "another document" in p.reason for p in pairs)
+    assert all(p.label == 0 for p in nsp_pairs(docs, torch.Generator(), p_next=1.0))
+
+
 def test_pairs_need_enough_material():
     with pytest.raises(ValueError, match="two non-empty documents"):
-        nsp_pairs([["only one"]], torch.Generator())
+        nsp_pairs([["only one", "and two"], []], torch.Generator())
+    with pytest.raises(ValueError, match="two sentences"):
+        nsp_pairs([["a"], ["b"]], torch.Generator())
     with pytest.raises(ValueError, match="two sentences"):
         sop_pairs([["a"], ["b"]], torch.Generator())
