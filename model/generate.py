@@ -18,6 +18,7 @@ Prompt + max_new_tokens beyond the model's positions: max_new_tokens is reduced 
 """
 from __future__ import annotations
 
+import numbers
 import secrets
 from typing import Any
 
@@ -93,7 +94,7 @@ def next_token_distribution(loaded: Any, prompt: str, cfg: SamplingConfig, top: 
 
 
 def _check_top(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TOP_CANDIDATES:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_TOP_CANDIDATES:
         raise ValueError(f"top_candidates must be between 1 and {MAX_TOP_CANDIDATES}, got {n!r}")
 
 
@@ -131,8 +132,9 @@ def generate(
     cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, typical_p=typical_p, min_p=min_p,
                          repetition_penalty=repetition_penalty, do_sample=strategy == "sample", seed=seed)
     cfg.validate(backend.vocab_size)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+    seed, max_new_tokens = int(seed), int(max_new_tokens)  # numpy integers from the app -> plain ints for JSON
     _check_top(top_candidates)
     if strategy == "beam":
         check_settings(num_beams, max_new_tokens, length_penalty, early_stopping, vocab_size=backend.vocab_size)
@@ -144,8 +146,9 @@ def generate(
             raise ValueError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}, leaving no room to generate")
         max_new_tokens = limit - ids.shape[1]
         warnings.append(f"max_new_tokens reduced to {max_new_tokens}: the model reads at most {limit} tokens")
-    settings = dict(cfg.to_dict(), strategy=strategy, max_new_tokens=max_new_tokens)
+    settings = dict(cfg.to_dict(), seed=seed, top_k=int(top_k), strategy=strategy, max_new_tokens=max_new_tokens)
     if strategy == "beam":
+        num_beams = int(num_beams)
         settings.update(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
         del settings["seed"]  # beam search is deterministic
         return _beam(loaded, prompt, ids, cfg, num_beams, max_new_tokens, length_penalty, early_stopping, settings, warnings)
