@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     sp.set_defaults(func=cmd_train)
 
+    sp = sub.add_parser("export-onnx", help="export a model to ONNX with its attention maps, checked against torch")
+    from model.export_onnx import add_export_arguments, run_export
+
+    add_export_arguments(sp)
+    sp.set_defaults(func=run_export)
+
     sp = sub.add_parser("bench", help="run the benchmarks against baselines measured in the same run")
     sp.add_argument("--full", action="store_true", help="the long version")
     sp.set_defaults(func=cmd_bench)

@@ -1,0 +1,123 @@
+"""Inspection latency, torch backend vs onnxruntime, on a MiniLM-sized random BERT, measured in the same run.
+
+    python -m bench.onnx_latency            # quick: 5 runs per point
+    python -m bench.onnx_latency --full     # 15 runs per point
+
+One inspection = tokenize + forward + per-head attention summaries + masked-LM predictions, i.e.
+`model.inspect.inspect(m, text)`, the same call for both backends. The model: 6 layers, 384 hidden, 12 heads,
+1536 intermediate, vocab 30522 (all-MiniLM-L6's shape), built from a config (no downloads), exported with
+`model.export_onnx.export_onnx`. Each point is the median of several runs, torch and onnxruntime alternating
+so that load from other processes hits both alike. Threads: torch.set_num_threads(n) / onnxruntime's
+intra-op threads = n.
+
+Target: onnxruntime >= 2x faster than torch at 128 tokens, single thread. Other points are reported only,
+plus one for context: onnxruntime's bare forward against a bare transformers eager forward with
+output_attentions=True (the comparison in /work/shared/notes/onnx-export.md; lmscope's torch backend runs
+SDPA and computes attention maps lazily, so it is already faster than that baseline).
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGET_SPEEDUP = 2.0
+TARGET_POINT = (128, 1)  # (tokens, threads)
+MINILM = dict(layers=6, heads=12, hidden=384, positions=512, vocab=30522)
+
+
+class Row(dict):
+    """One measured point: a plain dict (JSON-ready), printable as one line like bench.engine.Figure."""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self["passed"])
+
+    def line(self) -> str:
+        verdict = "PASS" if self["passed"] else "FAIL"
+        return (f"{self['name']:<44} onnx {self['onnx_ms']:>8.1f} ms  torch {self['torch_ms']:>8.1f} ms  "
+                f"speedup {self['speedup']:>5.2f}x  target {self['target']:<14} {verdict}")
+
+
+def _median_ms(fns: dict, repeat: int) -> dict[str, float]:
+    """Median wall time of each function; calls are interleaved so background load affects all alike."""
+    for f in fns.values():
+        f()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v) * 1000) for k, v in times.items()}
+
+
+def run(quick: bool = True, *, full: bool | None = None) -> list[Row]:
+    """Measure every (tokens, threads) point. `full` (as bench.run passes it) means not quick."""
+    import torch
+
+    from bench.engine import build_bert, text_of
+    from model.backends.onnx_backend import load_onnx
+    from model.export_onnx import export_onnx
+    from model.inspect import inspect
+    from model.load import load_model
+
+    if full is not None:
+        quick = not full
+    repeat = 5 if quick else 15
+    rows: list[Row] = []
+    old_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = build_bert(Path(d) / "minilm", **MINILM)
+        onnx_path = export_onnx(model_dir, Path(d) / "onnx" / "minilm.onnx").path
+        torch_model = load_model(model_dir)
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                onnx_model = load_onnx(onnx_path, onnx_path.name, threads=threads)
+                for n in (32, 128, 512):
+                    text = text_of(n).replace("fox", "[MASK]", 1)
+                    assert len(torch_model.tokenizer(text)["input_ids"]) == n
+                    ms = _median_ms({"torch": lambda: inspect(torch_model, text),
+                                     "onnx": lambda: inspect(onnx_model, text)}, repeat)
+                    speedup = ms["torch"] / ms["onnx"]
+                    target = (n, threads) == TARGET_POINT
+                    rows.append(Row(
+                        name=f"inspection {n} tok, MiniLM 6x384, {threads} thread{'s' if threads > 1 else ''}",
+                        tokens=n, threads=threads, torch_ms=ms["torch"], onnx_ms=ms["onnx"], speedup=speedup,
+                        target=f">= {TARGET_SPEEDUP:g}x" if target else "(reported)",
+                        passed=speedup >= TARGET_SPEEDUP if target else True, repeat=repeat,
+                    ))
+            rows.append(_bare_forward_row(model_dir, onnx_path, repeat))
+        finally:
+            torch.set_num_threads(old_threads)
+    return rows
+
+
+def _bare_forward_row(model_dir: Path, onnx_path: Path, repeat: int, n: int = 128) -> Row:
+    """onnxruntime forward (all outputs of the graph lmscope runs) vs transformers eager + output_attentions."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    from model.backends.onnx_backend import load_onnx
+
+    torch.set_num_threads(1)
+    onnx_model = load_onnx(onnx_path, onnx_path.name, threads=1)
+    ref = BertForMaskedLM.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    ids = torch.randint(5, 200, (1, n), generator=torch.Generator().manual_seed(0))
+
+    def eager():
+        with torch.inference_mode():
+            ref.bert(input_ids=ids, output_attentions=True)
+
+    ms = _median_ms({"torch": eager, "onnx": lambda: onnx_model.backend.forward(ids)}, repeat)
+    return Row(name=f"bare forward {n} tok, 1 thread, vs eager+attn", tokens=n, threads=1, torch_ms=ms["torch"],
+               onnx_ms=ms["onnx"], speedup=ms["torch"] / ms["onnx"], target="(reported)", passed=True, repeat=repeat)
+
+
+if __name__ == "__main__":
+    for row in run(quick="--full" not in sys.argv):
+        print(row.line(), flush=True)

@@ -1,0 +1,394 @@
+"""ONNX export and the onnxruntime backend against transformers and the torch backend."""
+import argparse
+import functools
+import json
+import os
+import shutil
+import threading
+import warnings
+
+import onnx
+import pytest
+import torch
+import transformers
+
+from model.backends.onnx_backend import infer_layout, load_onnx
+from model.export_onnx import FP16_DRIFT, TOLERANCE, export_onnx
+import model.export_onnx as export_module
+from model.generate import generate
+from model.inspect import inspect, max_tokens
+from model.load import ModelLoadError, load_model
+from tiny_models import ARCHS
+
+LM_ARCHS = [a for a in ARCHS if a != "bert-encoder"]
+TEXT = "the dogs near the cat [MASK] quickly."
+PAIR = "the cat sleeps."
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_models, tmp_path_factory):
+    """arch -> ExportReport of its export to <tmp>/<arch>/model.onnx."""
+    root = tmp_path_factory.mktemp("onnx")
+    return {arch: export_onnx(tiny_models[arch], root / arch / "model.onnx") for arch in ARCHS}
+
+
+@functools.lru_cache(maxsize=None)
+def _eager(path: str, architecture: str):
+    return getattr(transformers, architecture).from_pretrained(path, attn_implementation="eager").eval()
+
+
+def _copy(report, dest, names):
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copy(report.path.parent / n, dest / n)
+    return dest / "model.onnx"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Export
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_writes_checked_files_only(exported, arch):
+    r = exported[arch]
+    d = r.path.parent
+    expected = {"model.onnx", "model.lmscope.json", *r.tokenizer_files} | ({"model.head.onnx"} if arch != "bert-encoder" else set())
+    assert set(os.listdir(d)) == expected  # no temporary files left behind
+    meta = json.loads(r.metadata_path.read_text())
+    assert meta["lmscope_version"] == "0.1.0" and meta["format"] == "lmscope-onnx"
+    assert (meta["num_layers"], meta["num_heads"]) == (2, 4)
+    assert meta["onnx_bytes"] == r.path.stat().st_size
+    graph = onnx.load(str(r.path))
+    assert [o.name for o in graph.graph.output] == meta["outputs"] == list(r.outputs)
+    assert "attentions" in r.outputs and "hidden_states" in r.outputs
+    assert ("pair_logits" in r.outputs) == (arch.endswith("pretraining"))
+    assert [i.name for i in graph.graph.input][:2] == ["input_ids", "attention_mask"]
+    assert ("token_type_ids" in [i.name for i in graph.graph.input]) == arch.startswith(("bert", "albert"))
+    assert r.parity and max(r.parity.values()) <= TOLERANCE
+    assert meta["parity"]["max_error"] == r.parity
+
+
+def test_export_metadata_names_the_source_architecture(exported, tiny_models):
+    for arch in ARCHS:
+        cfg = json.loads((tiny_models[arch] / "config.json").read_text())
+        meta = json.loads(exported[arch].metadata_path.read_text())
+        assert meta["architecture"] == cfg["architectures"][0] and meta["model_type"] == cfg["model_type"]
+
+
+def test_failed_export_leaves_no_file_and_keeps_the_old_one(tiny_models, tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+    export_onnx(tiny_models["gpt2"], out)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every parity check now fails
+    with pytest.raises(ValueError, match="does not reproduce torch"):
+        export_onnx(tiny_models["gpt2"], out)
+    with pytest.raises(ValueError, match="does not reproduce torch"):
+        export_onnx(tiny_models["bert-mlm"], tmp_path / "fresh" / "b.onnx")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert os.listdir(tmp_path / "fresh") == []
+
+
+def test_interrupted_export_leaves_no_file(tiny_models, tmp_path, monkeypatch):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "_metadata", interrupt)  # after both graphs and the check, before renames
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(tiny_models["bert-mlm"], tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(out="m.txt"), "must end in .onnx"),
+    (dict(opset=9), "opset must be between"),
+    (dict(opset=True), "opset must be between"),
+])
+def test_export_refuses_bad_settings(tiny_models, tmp_path, bad, match):
+    kw = dict(out="m.onnx", opset=17) | bad
+    with pytest.raises(ValueError, match=match):
+        export_onnx(tiny_models["gpt2"], tmp_path / kw.pop("out"), **kw)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_refuses_an_onnx_source_and_a_foreign_tokenizer_clash(exported, tiny_models, tmp_path):
+    with pytest.raises(ValueError, match="already an ONNX model"):
+        export_onnx(exported["gpt2"].path, tmp_path / "again.onnx")
+    d = exported["gpt2"].path.parent
+    with pytest.raises(ValueError, match="different tokenizer"):
+        export_onnx(tiny_models["bert-mlm"], d / "other.onnx")  # would overwrite gpt2's tokenizer.json
+    assert not (d / "other.onnx").exists()
+
+
+def test_fp16_export_halves_the_file_and_stays_close(exported, tiny_models, tmp_path):
+    r = export_onnx(tiny_models["bert-mlm"], tmp_path / "m16.onnx", fp16=True)
+    fp32 = exported["bert-mlm"]
+    assert r.fp16 and r.size_bytes < 0.75 * fp32.size_bytes
+    assert max(r.parity.values()) <= TOLERANCE  # the graph computes exactly the fp16-rounded model
+    assert all(r.fp16_drift[k] <= v for k, v in FP16_DRIFT.items() if k in r.fp16_drift)
+    assert json.loads(r.metadata_path.read_text())["weights"] == "float16"
+    types = {i.data_type for i in onnx.load(str(r.path)).graph.initializer if len(i.dims) and i.dims[0] >= 32}
+    assert onnx.TensorProto.FLOAT16 in types
+    a, b = inspect(load_onnx(r.path, "m16"), TEXT), inspect(load_model(tiny_models["bert-mlm"]), TEXT)
+    assert [p.prob for p in a.masks[0].predictions] == pytest.approx([p.prob for p in b.masks[0].predictions], abs=1e-3)
+
+
+def test_export_of_a_loaded_model_leaves_the_shared_model_untouched(tiny_models, tmp_path):
+    shared = load_model(tiny_models["gpt2"])
+    before = {k: v.clone() for k, v in shared.backend.model.state_dict().items()}
+    r = export_onnx(shared, tmp_path / "g.onnx", fp16=True)  # fp16 rounds the weights of the exported copy
+    assert r.architecture == "GPT2LMHeadModel" and r.fp16
+    after = shared.backend.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert shared.backend.model.config._attn_implementation == "lmscope"
+
+
+def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
+    from model.export_onnx import add_export_arguments, run_export
+
+    p = argparse.ArgumentParser()
+    add_export_arguments(p)
+    out = tmp_path / "cli.onnx"
+    assert run_export(p.parse_args([str(tiny_models["roberta-mlm"]), "--out", str(out), "--opset", "14", "--json"])) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["opset"] == 14 and report["path"] == str(out) and max(report["parity"].values()) <= TOLERANCE
+    assert onnx.load(str(out)).opset_import[0].version == 14
+
+
+# ---------------------------------------------------------------------------------------------------
+# The backend against transformers
+
+
+def _random_batch(tok, n_rows: int, lengths: list[int], segments: bool, seed: int):
+    """Right-padded random token ids (no special or pad ids inside the real rows)."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor([i for i in range(len(tok)) if i not in set(tok.all_special_ids)])
+    n = max(lengths)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((n_rows, n), pad, dtype=torch.long)
+    mask = torch.zeros((n_rows, n), dtype=torch.long)
+    for r, length in enumerate(lengths):
+        ids[r, :length] = allowed[torch.randint(len(allowed), (length,), generator=g)]
+        mask[r, :length] = 1
+    tti = (torch.randint(2, (n_rows, n), generator=g) * mask) if segments else None
+    return ids, mask, tti
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_equals_transformers(exported, tiny_models, arch, batch):
+    m = load_onnx(exported[arch].path, arch)
+    ref = _eager(str(tiny_models[arch]), m.info.architecture)
+    top = max_tokens(m)
+    cases = [[n] for n in (5, 23, top)] if batch == 1 else [[top, 5, 23], [9, 17, 6]]
+    for seed, lengths in enumerate(cases):
+        ids, mask, tti = _random_batch(m.tokenizer, batch, lengths, m.info.model_type in ("bert", "albert"), seed)
+        extra = {} if tti is None else {"token_type_ids": tti}
+        with torch.no_grad():
+            want = ref(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True, **extra)
+        got = m.backend.forward(ids, mask, tti)
+        real = mask.bool()  # (batch, seq): compare real query rows only
+        assert len(got.attention) == len(want.attentions) == 2
+        for layer, fn in enumerate(got.attention):
+            ours, theirs = fn(), want.attentions[layer]  # (batch, head, query, key)
+            assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+            diff = (ours - theirs).abs()[real[:, None, :, None].expand_as(ours)]
+            assert diff.max() <= 1e-4, (arch, lengths, layer, diff.max())
+            assert torch.equal(fn([2, 0]), ours[:, [2, 0]])
+        for a, b in zip(got.hidden_states, want.hidden_states, strict=True):
+            assert torch.allclose(a[real], b[real], atol=1e-4)
+        if arch != "bert-encoder":
+            logits = want.logits if getattr(want, "logits", None) is not None else want.prediction_logits
+            ours = got.logits_at(torch.arange(ids.shape[1]))
+            assert torch.allclose(ours[real], logits[real], atol=1e-4), (arch, lengths)
+        if arch.endswith("pretraining"):
+            pair = want.seq_relationship_logits if arch.startswith("bert") else want.sop_logits
+            assert torch.allclose(got.pair_logits, pair, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_inspect_equals_the_torch_backend(exported, tiny_models, arch):
+    om, tm = load_model(exported[arch].path), load_model(tiny_models[arch])
+    assert om.info.backend == "onnx" and tm.info.backend == "torch"
+    for field in ("capabilities", "task", "model_type", "architecture", "num_layers", "num_heads", "hidden_size",
+                  "vocab_size", "max_positions", "num_parameters", "mask_token"):
+        assert getattr(om.info, field) == getattr(tm.info, field), field
+    kw = dict(text_pair=PAIR if arch.endswith("pretraining") else None, logit_lens=arch != "bert-encoder",
+              pll=arch.endswith("-mlm"))
+    a, b = inspect(om, TEXT, **kw), inspect(tm, TEXT, **kw)
+    assert [t.to_json() for t in a.tokens] == [t.to_json() for t in b.tokens]
+    assert torch.allclose(torch.from_numpy(a.hidden_norms), torch.from_numpy(b.hidden_norms), atol=1e-4)
+    for f in ("entropy", "distance", "special_share", "max_entropy"):
+        assert torch.allclose(torch.from_numpy(getattr(a.head_summary, f)), torch.from_numpy(getattr(b.head_summary, f)), atol=1e-4), f
+    assert torch.allclose(torch.from_numpy(a.attention_layer(1).astype("float32")),
+                          torch.from_numpy(b.attention_layer(1).astype("float32")), atol=1e-3)  # fp16 storage
+    assert len(a.masks) == len(b.masks) == (1 if "mlm" in tm.info.capabilities else 0)
+    for x, y in zip(a.masks, b.masks):
+        assert [p.id for p in x.predictions] == [p.id for p in y.predictions]
+        assert [p.prob for p in x.predictions] == pytest.approx([p.prob for p in y.predictions], abs=1e-5)
+    if b.surprisal is not None:
+        assert a.surprisal == pytest.approx(b.surprisal, abs=1e-4, nan_ok=True)
+    if b.next_ids is not None:
+        assert (a.next_ids == b.next_ids).all()
+    if b.logit_lens is not None:
+        assert (a.logit_lens.ids == b.logit_lens.ids).all()
+        assert a.logit_lens.probs == pytest.approx(b.logit_lens.probs, abs=1e-5)
+    if b.pair is not None:
+        assert a.pair.kind == b.pair.kind and a.pair.prob == pytest.approx(b.pair.prob, abs=1e-5)
+
+
+def test_greedy_generation_is_identical(exported, tiny_models):
+    om, tm = load_model(exported["gpt2"].path), load_model(tiny_models["gpt2"])
+    a = generate(om, "the dogs near the cat", strategy="greedy", max_new_tokens=30)
+    b = generate(tm, "the dogs near the cat", strategy="greedy", max_new_tokens=30)
+    assert a.text == b.text and a.tokens == b.tokens and len(a.tokens) == 30
+    for x, y in zip(a.steps, b.steps):
+        assert [c.prob for c in x.candidates] == pytest.approx([c.prob for c in y.candidates], abs=1e-5)
+
+
+def test_lens_applies_gpt2s_final_norm_to_intermediate_layers_only(exported, tiny_models):
+    om, tm = load_model(exported["gpt2"].path), load_model(tiny_models["gpt2"])
+    ids = torch.tensor([tm.tokenizer("the dogs run")["input_ids"]])
+    hs = tm.backend.forward(ids).hidden_states
+    for layer, h in enumerate(hs):
+        assert torch.allclose(om.backend.lens(h, layer), tm.backend.lens(h, layer), atol=1e-4), layer
+    with pytest.raises(ValueError, match="out of range"):
+        om.backend.lens(hs[0], 3)
+
+
+def test_concurrent_forwards_agree(exported):
+    m = load_onnx(exported["gpt2"].path, "gpt2")
+    ids = torch.tensor([m.tokenizer("the quick brown fox jumps over the lazy dog.")["input_ids"]])
+    want = m.backend.forward(ids).attention[1]()
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(torch.equal(m.backend.forward(ids).attention[1](), want))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20 and all(results)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Load errors and graphs from elsewhere
+
+
+def test_truncated_onnx_is_refused(exported, tmp_path):
+    r = exported["bert-mlm"]
+    path = _copy(r, tmp_path / "meta", ["model.onnx", "model.head.onnx", "model.lmscope.json", *r.tokenizer_files])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+        load_model(path)
+    bare = _copy(r, tmp_path / "bare", ["model.onnx", *r.tokenizer_files])  # no metadata to compare sizes with
+    bare.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+        load_onnx(bare, "bare")
+
+
+def test_random_bytes_are_refused(exported, tmp_path):
+    r = exported["gpt2"]
+    path = _copy(r, tmp_path, list(r.tokenizer_files)).with_name("noise.onnx")
+    path.write_bytes(torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model|corrupt or truncated"):
+        load_onnx(path, "noise")
+
+
+def test_missing_tokenizer_is_refused(exported, tmp_path):
+    path = _copy(exported["gpt2"], tmp_path, ["model.onnx", "model.head.onnx", "model.lmscope.json"])
+    with pytest.raises(ModelLoadError, match="no usable tokenizer beside model.onnx"):
+        load_onnx(path, "gpt2")
+
+
+def test_head_graph_alone_is_refused_and_missing_head_degrades(exported, tmp_path):
+    r = exported["gpt2"]
+    with pytest.raises(ModelLoadError, match="LM-head graph"):
+        load_onnx(r.head_path, "head")
+    path = _copy(r, tmp_path, ["model.onnx", "model.lmscope.json", *r.tokenizer_files])  # head removed
+    m = load_onnx(path, "nohead")
+    assert "lens" not in m.info.capabilities and "causal" in m.info.capabilities
+    assert any("model.head.onnx" in w for w in m.info.warnings)
+    want = load_onnx(r.path, "gpt2").backend.next_token_logits(torch.tensor([[5, 6, 7]]))
+    assert torch.allclose(m.backend.next_token_logits(torch.tensor([[5, 6, 7]])), want, atol=1e-5)
+
+
+def test_graph_without_attention_outputs_still_loads(tiny_models, tmp_path):
+    export_onnx(tiny_models["bert-mlm"], tmp_path / "m.onnx", attentions=False)
+    m = load_onnx(tmp_path / "m.onnx", "noattn")
+    assert "attention" not in m.info.capabilities and {"mlm", "lens", "hidden"} <= set(m.info.capabilities)
+    assert "no attention outputs" in m.info.unavailable["attention"]
+    a, b = inspect(m, TEXT), inspect(load_model(tiny_models["bert-mlm"]), TEXT)
+    assert a.head_summary is None and not a.has_attention and a.num_layers == 0
+    assert [p.id for p in a.masks[0].predictions] == [p.id for p in b.masks[0].predictions]
+    with pytest.raises(ValueError, match="no attention outputs"):
+        a.attention(0, 0)
+
+
+class _Foreign(torch.nn.Module):
+    """What another exporter might write: logits and per-layer attentions, no lmscope metadata."""
+
+    def __init__(self, model, outputs):
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True,
+                         output_hidden_states=True, return_dict=True, **({"use_cache": False} if "gpt2" in type(self.model).__name__.lower() else {}))
+        values = {"logits": out.logits, "last_hidden_state": out.hidden_states[-1]}
+        values |= {f"attentions.{i}": a for i, a in enumerate(out.attentions)}
+        return tuple(values[n] for n in self.outputs)
+
+
+def _foreign_export(tiny_models, arch, outputs, dest):
+    src = tiny_models[arch]
+    model = _eager(str(src), json.loads((src / "config.json").read_text())["architectures"][0])
+    dest.mkdir()
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, dest / f)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
+    axes = {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Foreign(model, outputs).eval(), (ids, (ids > 0).long()), str(dest / "model.onnx"), dynamo=False,
+                          input_names=["input_ids", "attention_mask"], output_names=outputs, dynamic_axes=axes)
+    return dest / "model.onnx"
+
+
+def test_foreign_graph_with_per_layer_attentions(tiny_models, tmp_path):
+    path = _foreign_export(tiny_models, "gpt2", ["logits", "attentions.0", "attentions.1"], tmp_path / "f")
+    m = load_onnx(path, "foreign")
+    assert m.info.task == "causal-lm" and m.info.model_type == "gpt2"
+    assert set(m.info.capabilities) == {"attention", "causal"}
+    assert "lens" in m.info.unavailable and "hidden" in m.info.unavailable
+    assert any("no lmscope metadata" in w for w in m.info.warnings)
+    assert (m.backend.num_layers, m.backend.num_heads) == (2, 4)
+    tm = load_model(tiny_models["gpt2"])
+    ids = torch.tensor([tm.tokenizer("the dogs run fast")["input_ids"]])
+    got, want = m.backend.forward(ids), tm.backend.forward(ids)
+    for f, g in zip(got.attention, want.attention, strict=True):
+        assert torch.allclose(f(), g(), atol=1e-4)
+    assert generate(m, "the dogs", max_new_tokens=8).text == generate(tm, "the dogs", max_new_tokens=8).text
+
+
+def test_foreign_masked_lm_without_attention(tiny_models, tmp_path):
+    path = _foreign_export(tiny_models, "bert-mlm", ["logits", "last_hidden_state"], tmp_path / "f")
+    m = load_onnx(path, "foreign")
+    assert m.info.task == "masked-lm" and set(m.info.capabilities) == {"mlm"}
+    assert "no attention outputs" in m.info.unavailable["attention"]
+    a, b = inspect(m, TEXT), inspect(load_model(tiny_models["bert-mlm"]), TEXT)
+    assert [p.id for p in a.masks[0].predictions] == [p.id for p in b.masks[0].predictions]
+
+
+def test_layout_inference_from_output_names():
+    lay = infer_layout({"prediction_logits": 3, "attentions": 5, "hidden_states": 4, "seq_relationship_logits": 2})
+    assert (lay.logits, lay.attentions_stacked, lay.hidden_stacked, lay.pair_kind) == ("prediction_logits", True, True, "nsp")
+    lay = infer_layout({"last_hidden_state": 3, "hidden_states.10": 3, "hidden_states.2": 3, "attn_0": 4})
+    assert lay.hidden_states == ("hidden_states.2", "hidden_states.10") and lay.attentions == ("attn_0",)
+    assert infer_layout({"logits": 3}).attentions == ()
