@@ -1,6 +1,47 @@
-"""lmscope Streamlit entry point (pages are added by the app work)."""
+"""lmscope's Streamlit entry point: the frame (navigation, sidebar, lecture mode, URL sync) around the pages.
+
+`lmscope app` runs this file. Each page is its own script under app/views/ with its own URL path
+(`/attention?model=demo/bert&text=...&layer=3&head=7`); `app/state.py` lists every query parameter.
+Pages whose file is not there (yet) are left out of the navigation instead of failing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
 import streamlit as st
 
+from app import common, state
+
+# Not "pages/": Streamlit would auto-discover that folder (legacy multipage mode) and serve a page's URL
+# by running its script alone, outside this frame.
+PAGES_DIR = Path(__file__).resolve().parent / "views"
+# (file, title); the first is the default page. Each page's URL path is its file's stem (`/masked_lm`).
+PAGES = [
+    ("models.py", "Models"),
+    ("tokenization.py", "Tokenization"),
+    ("attention.py", "Attention"),
+    ("masked_lm.py", "Masked LM"),
+    ("generation.py", "Generation"),
+    ("compare.py", "Compare MLM vs causal"),
+    ("train.py", "Train"),
+    ("export.py", "Export"),
+]
+
+
+def pages() -> list:
+    found = [(f, t) for f, t in PAGES if (PAGES_DIR / f).is_file()]
+    # No icons: Streamlit fetches a page's material icon from a font CDN to use it as the favicon.
+    return [st.Page(str(PAGES_DIR / f), title=t, url_path=Path(f).stem, default=(n == 0)) for n, (f, t) in enumerate(found)]
+
+
 st.set_page_config(page_title="lmscope", layout="wide")
-st.title("lmscope")
-st.write("Look inside BERT- and GPT-2-style language models.")
+state.begin()
+page = st.navigation(pages(), position="sidebar")
+try:
+    page.run()  # draws the page; its model picker goes to the sidebar under the navigation
+finally:
+    with st.sidebar:  # drawn after the page so they sit at the bottom of the sidebar
+        st.divider()
+        common.lecture_mode()
+        common.image_format_picker()
+    state.publish()

@@ -1,0 +1,394 @@
+"""Result objects -> plotly figures, tables and small HTML snippets. Pure functions: no Streamlit, no torch.
+
+Every function takes the plain results of `model/` (an `Inspection`, a `MaskPrediction`, a
+`CorruptionDemo`) and returns a `plotly.graph_objects.Figure`, a `pandas.DataFrame` or an HTML string,
+so each is unit-tested without a browser. User text reaches plotly and HTML only escaped (`esc`): a
+`<script>` typed into the input is shown as text.
+
+Size rule for long inputs: a figure carries at most one N x N map (the selected head or the rollout);
+the layer x head overview carries `THUMB`-pixel thumbnails, never all maps.
+
+    >>> token_labels([Token("[CLS]", 101, 0, 0, True), Token("the", 5, 0, 3, False, 0)])
+    ['0 [CLS]', '1 the']
+"""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from model.results import Inspection, MaskPrediction, Token
+
+THUMB = 16  # thumbnail side in the layer x head overview: 12 x 12 heads x 16^2 = 37k values at any N
+UNK_SPELLINGS = ("[UNK]", "<unk>")  # BERT/ALBERT/RoBERTa unknown tokens; byte-level BPE never has one
+PIECE_COLORS = ("#c6dbef", "#fdd0a2")  # alternating fill of neighbouring pieces (blue / orange, colour-blind safe)
+SPECIAL_COLOR = "#d9d9d9"
+SPECIAL_WIDTH = 5.0  # characters of x-axis a special token's box takes outside the text
+UNK_COLOR = "#e34a33"
+ACTION_COLORS = {"special": "#d9d9d9", "untouched": "#ffffff", "mask": "#6baed6", "random": "#fd8d3c", "kept": "#74c476"}
+TOP_COLOR, OTHER_COLOR, TRUTH_COLOR = "#2171b5", "#9ecae1", "#e6550d"
+
+
+def esc(text: str) -> str:
+    """Escape user text for plotly labels and HTML (plotly renders a subset of HTML tags in labels)."""
+    return html.escape(text, quote=True)
+
+
+def token_labels(tokens: Sequence[Token]) -> list[str]:
+    """Unique axis labels `"<index> <piece>"`: two `the` tokens must stay two rows of a heatmap."""
+    return [f"{i} {esc(t.text)}" for i, t in enumerate(tokens)]
+
+
+def is_unknown(tok: Token) -> bool:
+    return not tok.special and tok.text in UNK_SPELLINGS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention
+
+
+def attention_heatmap(insp: Inspection, layer: int, head: int, selected: int | None = None) -> go.Figure:
+    """One head's (N, N) map: rows are queries (who attends), columns keys (attended to).
+
+    Only this head's map is in the figure. `selected` outlines that token's row and column.
+    """
+    z = insp.attention(layer, head)  # (query, key) float32, rows sum to 1
+    return _map_figure(z, insp.tokens, f"Layer {layer}, head {head}: attention from each token (row) to each token (column)",
+                       selected, name="attention")
+
+
+def rollout_heatmap(insp: Inspection, selected: int | None = None) -> go.Figure:
+    """Attention rollout (N, N): how much each input token flows into each position through all layers."""
+    return _map_figure(insp.rollout(), insp.tokens, "Attention rollout over all layers (row: position, column: input token)",
+                       selected, name="rollout")
+
+
+def _map_figure(z: np.ndarray, tokens: Sequence[Token], title: str, selected: int | None, name: str) -> go.Figure:
+    labels = token_labels(tokens)
+    n = len(labels)
+    fig = go.Figure(go.Heatmap(
+        z=np.asarray(z, dtype=np.float32), x=labels, y=labels, colorscale="Blues", zmin=0.0, name=name,
+        hovertemplate="from %{y}<br>to %{x}<br>weight %{z:.3f}<extra></extra>", colorbar=dict(title="weight"),
+    ))
+    side = int(min(1000, max(400, 14 * n + 230)))
+    fig.update_layout(title=dict(text=title, y=0.995, yref="container", yanchor="top"), height=side,
+                      margin=dict(l=10, r=10, t=130, b=10),
+                      xaxis=dict(title="key (attended to)", side="top", tickangle=-60, type="category"),
+                      yaxis=dict(title="query (attending)", autorange="reversed", type="category"))
+    if selected is not None and 0 <= selected < n:
+        for kw in (dict(x0=-0.5, x1=n - 0.5, y0=selected - 0.5, y1=selected + 0.5),
+                   dict(x0=selected - 0.5, x1=selected + 0.5, y0=-0.5, y1=n - 0.5)):
+            fig.add_shape(type="rect", line=dict(color=TRUTH_COLOR, width=2), fillcolor="rgba(0,0,0,0)", **kw)
+    return fig
+
+
+def pool_map(m: np.ndarray, size: int) -> np.ndarray:
+    """Block-average an (N, N) map down to (s, s) with s = min(N, size); blocks differ by at most one row.
+
+        >>> pool_map(np.eye(4), 2).tolist()
+        [[0.5, 0.0], [0.0, 0.5]]
+    """
+    n = m.shape[-1]
+    s = min(n, size)
+    edges = np.linspace(0, n, s + 1).round().astype(int)[:-1]  # block starts
+    counts = np.diff(np.append(edges, n)).astype(np.float32)  # (s,) rows per block
+    rows = np.add.reduceat(m.astype(np.float32), edges, axis=-2) / counts[:, None]  # (s, N)
+    return np.add.reduceat(rows, edges, axis=-1) / counts[None, :]  # (s, s)
+
+
+def layer_thumbnails(insp: Inspection, size: int = THUMB) -> np.ndarray:
+    """(L, H, s, s) float32: every head's map pooled to s = min(N, size), each scaled to its own max.
+
+    Streams over the layers (one fp16 layer at a time), so it stays bounded at 512+ tokens.
+    """
+    out = []
+    for layer in range(insp.num_layers):
+        maps = insp.attention_layer(layer)  # (H, N, N) float16
+        pooled = np.stack([pool_map(m, size) for m in maps])  # (H, s, s)
+        out.append(pooled / np.maximum(pooled.max(axis=(1, 2), keepdims=True), 1e-9))
+    return np.stack(out).astype(np.float32)
+
+
+def layer_head_grid(thumbs: np.ndarray, selected: tuple[int, int] | None = None) -> go.Figure:
+    """All heads at a glance: an L x H grid of thumbnails (from `layer_thumbnails`) in ONE heatmap,
+    tiles separated by empty (NaN) gaps; `selected` = (layer, head) is outlined."""
+    n_layers, n_heads, s, _ = thumbs.shape
+    step = s + 1
+    big = np.full((n_layers * step - 1, n_heads * step - 1), np.nan, dtype=np.float32)  # (L*(s+1)-1, H*(s+1)-1)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            big[layer * step:layer * step + s, head * step:head * step + s] = thumbs[layer, head]
+    centers = lambda k: [i * step + (s - 1) / 2 for i in range(k)]  # noqa: E731
+    fig = go.Figure(go.Heatmap(z=big, colorscale="Blues", zmin=0, zmax=1, showscale=False, hoverinfo="skip",
+                               name="overview"))
+    fig.update_layout(
+        title="All heads (tiles scaled to their own max)",
+        height=int(min(900, max(260, 34 * n_layers + 80))), margin=dict(l=10, r=10, t=50, b=10),
+        xaxis=dict(tickvals=centers(n_heads), ticktext=[f"h{h}" for h in range(n_heads)], side="top",
+                   showgrid=False, zeroline=False),
+        yaxis=dict(tickvals=centers(n_layers), ticktext=[f"L{l}" for l in range(n_layers)], autorange="reversed",
+                   showgrid=False, zeroline=False, scaleanchor="x"),
+        plot_bgcolor="white",
+    )
+    if selected is not None:
+        layer, head = selected
+        fig.add_shape(type="rect", x0=head * step - 1, x1=head * step + s, y0=layer * step - 1, y1=layer * step + s,
+                      line=dict(color=TRUTH_COLOR, width=3))
+    return fig
+
+
+def head_lines(insp: Inspection, layer: int, head: int, top_k: int = 3, selected: int | None = None) -> go.Figure:
+    """The head view: tokens in two columns (left: attending, right: attended to) joined by lines for
+    each token's `top_k` strongest weights; darker lines carry more weight. With `selected`, only that
+    token's lines are drawn: what it attends to (blue) and the top_k tokens attending most to it (orange)."""
+    z = insp.attention(layer, head)  # (query, key) float32
+    n = z.shape[0]
+    k = max(1, min(top_k, n))
+    segs: list[tuple[int, int, float, str]] = []  # (query, key, weight, kind)
+    if selected is None:
+        top = np.argsort(-z, axis=1)[:, :k]  # (query, k)
+        segs = [(q, int(kk), float(z[q, kk]), "out") for q in range(n) for kk in top[q]]
+    else:
+        segs = [(selected, int(kk), float(z[selected, kk]), "out") for kk in np.argsort(-z[selected])[:k]]
+        segs += [(int(q), selected, float(z[q, selected]), "in") for q in np.argsort(-z[:, selected])[:k]]
+    fig = go.Figure()
+    bins = [(0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.01)]  # plotly cannot vary opacity within one trace
+    for kind, rgb in (("out", "33,113,181"), ("in", "230,85,13")):
+        for lo, hi in bins:
+            xs, ys = [], []
+            for q, key, w, kd in segs:
+                if kd == kind and lo <= w < hi:
+                    xs += [0, 1, None]
+                    ys += [q, key, None]
+            if xs:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                         line=dict(color=f"rgba({rgb},{0.15 + 0.85 * min(hi, 1.0):.2f})",
+                                                   width=1 + 4 * lo), name=f"{kind} {lo:.1f}-{min(hi, 1):.1f}"))
+    labels = [esc(t.text) for t in insp.tokens]
+    colors = ["#000000" if selected is None or i == selected else "#555555" for i in range(n)]
+    for x, anchor in ((0, "middle left"), (1, "middle right")):
+        fig.add_trace(go.Scatter(x=[x] * n, y=list(range(n)), mode="text", text=labels, textposition=anchor,
+                                 textfont=dict(color=colors), showlegend=False, name="tokens",
+                                 hovertemplate="%{text}<extra></extra>"))
+    who = f", token {selected} ({esc(insp.tokens[selected].text)})" if selected is not None else ""
+    fig.update_layout(
+        title=f"Head view, layer {layer} head {head}{who}: top {k} line(s) per token",
+        height=int(min(4000, max(300, 18 * n + 80))), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+        xaxis=dict(range=[-0.6, 1.6], visible=False), yaxis=dict(autorange="reversed", visible=False),
+    )
+    return fig
+
+
+def attends(insp: Inspection, layer: int, head: int, token: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,), (N,): what `token` attends to (its row) and how much each token attends to it (its column)."""
+    z = insp.attention(layer, head)  # (query, key)
+    if not 0 <= token < z.shape[0]:
+        raise ValueError(f"token {token} is out of range: the input has tokens 0..{z.shape[0] - 1}")
+    return z[token].copy(), z[:, token].copy()
+
+
+def weighted_tokens_html(tokens: Sequence[Token], weights: np.ndarray, selected: int | None = None,
+                         rgb: str = "33,113,181") -> str:
+    """Tokens as inline pieces whose background darkens with weight (scaled to the max); escaped."""
+    w = np.asarray(weights, dtype=np.float32)
+    top = float(w.max()) if w.size and w.max() > 0 else 1.0
+    parts = []
+    for i, (t, v) in enumerate(zip(tokens, w)):
+        border = "2px solid #e6550d" if i == selected else "1px solid #bbb"
+        parts.append(f'<span title="{i}: {float(v):.3f}" style="background: rgba({rgb},{float(v) / top:.2f}); '
+                     f'border: {border}; border-radius: 3px; padding: 1px 3px; margin: 1px; display: inline-block; '
+                     f'color: {"#fff" if float(v) / top > 0.6 else "#000"}">{esc(t.text)}</span>')
+    return '<div style="line-height: 2">' + "".join(parts) + "</div>"
+
+
+def head_summary_table(insp: Inspection) -> pd.DataFrame:
+    """One row per head: entropy (nats, and as a share of the uniform maximum), mean distance (tokens),
+    share of attention on special tokens. Empty when the model has no attention."""
+    s = insp.head_summary
+    cols = ["layer", "head", "entropy", "entropy / max", "distance", "special share"]
+    if s is None:
+        return pd.DataFrame(columns=cols)
+    n_layers, n_heads = s.entropy.shape
+    layer, head = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")  # (L, H) each
+    return pd.DataFrame({
+        "layer": layer.ravel(), "head": head.ravel(),
+        "entropy": s.entropy.ravel().round(3),
+        "entropy / max": (s.entropy / np.maximum(s.max_entropy, 1e-9)).ravel().round(3),
+        "distance": s.distance.ravel().round(2),
+        "special share": s.special_share.ravel().round(3),
+    }, columns=cols)
+
+
+def head_summary_heatmaps(insp: Inspection) -> go.Figure:
+    """Entropy share, distance and special share as three small L x H heatmaps side by side."""
+    from plotly.subplots import make_subplots
+
+    s = insp.head_summary
+    if s is None:
+        raise ValueError(insp.unavailable.get("attention", "this model has no attention"))
+    panels = [("entropy / max", s.entropy / np.maximum(s.max_entropy, 1e-9)), ("distance (tokens)", s.distance),
+              ("special share", s.special_share)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.08)
+    for i, (name, z) in enumerate(panels):
+        fig.add_trace(go.Heatmap(z=z, colorscale="Viridis", showscale=False, name=name,
+                                 hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra>" + name + "</extra>"), 1, i + 1)
+        fig.update_yaxes(autorange="reversed", title="layer" if i == 0 else None, row=1, col=i + 1)
+        fig.update_xaxes(title="head", row=1, col=i + 1)
+    fig.update_layout(height=int(min(600, 26 * s.entropy.shape[0] + 140)), margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenization
+
+
+def tokenization_figure(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> go.Figure:
+    """Several tokenizers' cuts of one text on one character axis.
+
+    rows: (name, text, tokens) per tokenizer. Each piece is a bar from its first to its last character;
+    neighbouring pieces alternate colours, special tokens are grey boxes outside the text (before it or
+    after it), unknown tokens red. The top row shows the input's characters.
+    """
+    fig = go.Figure()
+    if not rows:
+        return fig
+    text = rows[0][1]
+    names = ["input"] + [esc(r[0]) for r in rows]
+    chars = [(i + 0.5, "␣" if c == " " else ("⏎" if c == "\n" else esc(c))) for i, c in enumerate(text)]
+    fig.add_trace(go.Scatter(x=[c[0] for c in chars], y=["input"] * len(chars), text=[c[1] for c in chars],
+                             mode="text", showlegend=False, name="input", hovertemplate="char %{x:.0f}<extra></extra>"))
+    for name, _, tokens in rows:
+        label = esc(name)
+        first = _first_real(tokens)
+        n_lead = first if first < len(tokens) else 0
+        trailing = 0  # specials after the first piece are stacked right of the text
+        groups: dict[str, dict[str, list]] = {}
+        ordinary = 0
+        for i, t in enumerate(tokens):
+            if t.special:
+                width = SPECIAL_WIDTH
+                if i < n_lead:  # leading specials ([CLS], <s>) sit left of character 0
+                    start = -0.5 - SPECIAL_WIDTH * (n_lead - i)
+                else:
+                    start = len(text) + 0.5 + SPECIAL_WIDTH * trailing
+                    trailing += 1
+                kind = "special"
+            else:
+                start, width = float(t.start), float(max(t.end - t.start, 0.3))
+                kind = "unknown" if is_unknown(t) else f"piece{ordinary % 2}"
+                ordinary += 1
+            g = groups.setdefault(kind, {"base": [], "x": [], "text": [], "hover": []})
+            g["base"].append(start)
+            g["x"].append(width)
+            g["text"].append(esc(t.text))
+            g["hover"].append(f"{esc(t.text)} · id {t.id} · chars {t.start}-{t.end}" + (" · special" if t.special else "")
+                              + (" · UNKNOWN" if kind == "unknown" else ""))
+        for kind, g in groups.items():
+            color = {"special": SPECIAL_COLOR, "unknown": UNK_COLOR, "piece0": PIECE_COLORS[0], "piece1": PIECE_COLORS[1]}[kind]
+            fig.add_trace(go.Bar(
+                base=g["base"], x=g["x"], y=[label] * len(g["x"]), orientation="h", text=g["text"], textposition="inside",
+                insidetextanchor="middle", marker=dict(color=color, line=dict(color="#444", width=1)),
+                hovertext=g["hover"], hoverinfo="text", showlegend=False, name=f"{name} {kind}",
+                textfont=dict(color="#fff" if kind == "unknown" else "#000"),
+            ))
+    fig.update_layout(
+        barmode="overlay", title="Tokens aligned on the input's characters (grey: special, red: unknown)",
+        height=int(110 + 60 * len(names)), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+        xaxis=dict(title="character", range=[-12, min(len(text), 120) + 8], showgrid=False),
+        yaxis=dict(categoryorder="array", categoryarray=names[::-1], type="category"),
+        uniformtext=dict(minsize=8, mode="hide"),
+    )
+    return fig
+
+
+def _first_real(tokens: Sequence[Token]) -> int:
+    return next((i for i, t in enumerate(tokens) if not t.special), len(tokens))
+
+
+def tokens_html(tokens: Sequence[Token]) -> str:
+    """Colored pieces with their ids beneath, markers (`##`, `Ġ`, `▁`) kept; specials grey, unknown red."""
+    parts = []
+    ordinary = 0
+    for t in tokens:
+        if t.special:
+            bg, fg = SPECIAL_COLOR, "#000"
+        elif is_unknown(t):
+            bg, fg = UNK_COLOR, "#fff"
+        else:
+            bg, fg = PIECE_COLORS[ordinary % 2], "#000"
+            ordinary += 1
+        flag = " (special)" if t.special else (" (unknown)" if is_unknown(t) else "")
+        parts.append(
+            f'<span title="id {t.id}, chars {t.start}-{t.end}{flag}" style="display: inline-block; text-align: center; '
+            f'background: {bg}; color: {fg}; border: 1px solid #444; border-radius: 3px; margin: 2px; padding: 1px 4px; '
+            f'font-family: monospace; white-space: pre">{esc(t.text)}<br><small>{t.id}</small></span>'
+        )
+    return '<div style="line-height: 1.3">' + "".join(parts) + "</div>"
+
+
+def tokenization_stats(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> pd.DataFrame:
+    """Per tokenizer: pieces (specials excluded), special tokens, unknown tokens, characters per piece,
+    and pieces per word (words = whitespace-separated)."""
+    out = []
+    for name, text, tokens in rows:
+        pieces = [t for t in tokens if not t.special]
+        words = max(1, len(text.split()))
+        out.append({
+            "model": name, "tokens": len(pieces), "special": len(tokens) - len(pieces),
+            "unknown": sum(is_unknown(t) for t in pieces),
+            "chars / token": round(len(text) / max(1, len(pieces)), 2),
+            "tokens / word": round(len(pieces) / words, 2),
+        })
+    return pd.DataFrame(out, columns=["model", "tokens", "special", "unknown", "chars / token", "tokens / word"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masked LM
+
+
+def mask_bars(mask: MaskPrediction, tokens: Sequence[Token], truth: str | None = None) -> go.Figure:
+    """Top-k predictions at one mask as horizontal bars, best on top; `truth` (the token that was
+    masked, when known) is drawn in orange."""
+    preds = mask.predictions
+    colors = [TRUTH_COLOR if truth is not None and p.token == truth else (TOP_COLOR if i == 0 else OTHER_COLOR)
+              for i, p in enumerate(preds)]
+    fig = go.Figure(go.Bar(
+        x=[p.prob for p in preds], y=[f"{i + 1}. {esc(p.token)}" for i, p in enumerate(preds)], orientation="h",
+        marker=dict(color=colors), text=[f"{p.prob:.1%}" for p in preds], textposition="outside",
+        hovertemplate="%{y}: %{x:.4f}<extra></extra>", name=f"mask {mask.position}",
+    ))
+    ctx = _context(tokens, mask.position)
+    title = f"Token {mask.position}: {ctx}" + (f" (was {esc(truth)})" if truth else "")
+    fig.update_layout(title=title, height=int(90 + 26 * len(preds)), margin=dict(l=10, r=40, t=50, b=10),
+                      xaxis=dict(title="probability", range=[0, max([p.prob for p in preds] + [0.01]) * 1.2]),
+                      yaxis=dict(autorange="reversed", type="category"))
+    return fig
+
+
+def _context(tokens: Sequence[Token], pos: int, width: int = 4) -> str:
+    lo, hi = max(0, pos - width), min(len(tokens), pos + width + 1)
+    parts = [("<b>" + esc(t.text) + "</b>") if i == pos else esc(t.text) for i, t in enumerate(tokens[lo:hi], lo)]
+    return ("… " if lo > 0 else "") + " ".join(parts) + (" …" if hi < len(tokens) else "")
+
+
+def corruption_html(rows) -> str:
+    """The "how BERT was trained" sentence: each token as the model sees it, coloured by what happened
+    (blue: [MASK], orange: random token, green: kept but predicted, grey: special), original beneath."""
+    parts = []
+    for r in rows:
+        bg = ACTION_COLORS.get(r.action, "#fff")
+        under = esc(r.token) if r.action in ("mask", "random", "kept") else "&nbsp;"
+        parts.append(
+            f'<span title="{esc(r.reason)}" style="display: inline-block; text-align: center; background: {bg}; '
+            f'border: 1px solid #444; border-radius: 3px; margin: 2px; padding: 1px 4px; font-family: monospace">'
+            f'{esc(r.shown)}<br><small>{under}</small></span>'
+        )
+    return '<div style="line-height: 1.3">' + "".join(parts) + "</div>"
+
+
+def corruption_table(rows) -> pd.DataFrame:
+    return pd.DataFrame([{"#": r.position, "token": r.token, "action": r.action, "model sees": r.shown,
+                          "why": r.reason} for r in rows], columns=["#", "token", "action", "model sees", "why"])

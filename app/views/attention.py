@@ -1,0 +1,98 @@
+"""Attention: one head's map, every head at a glance, a selected token's view, and one lower panel
+(head view with lines, rollout, per-head statistics, or bertviz).
+
+Stays fast on long inputs: the browser gets the selected head's N x N map, thumbnails of every head
+(pooled to 16 x 16, computed once per input) and the one lower panel chosen. Keys: `layer`, `head`,
+`token` (absent: none), `topk`, `panel`, `bertviz` (plus `model`, `text`).
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import common, figures, state
+from app.widgets import bertviz_view
+
+PANELS = ("head view", "rollout", "head statistics", "bertviz")
+NO_TOKEN = None  # no token selected (left out of the URL)
+
+
+def _token_section(insp, layer: int, head: int, token: int) -> None:
+    row, col = figures.attends(insp, layer, head, token)
+    t = insp.tokens[token]
+    st.markdown(f"**Token {token} `{t.text}` attends to** (layer {layer}, head {head}; darker = more):")
+    st.html(figures.weighted_tokens_html(insp.tokens, row, token))
+    st.markdown(f"**Tokens attending to {token} `{t.text}`:**")
+    st.html(figures.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
+
+
+def _bertviz(insp, layer: int) -> None:
+    n = len(insp.tokens)
+    if n > bertviz_view.MAX_TOKENS:
+        st.info(f"bertviz views are offered for inputs of at most {bertviz_view.MAX_TOKENS} tokens (they carry every "
+                f"head's full map); this input has {n}. The heatmap and head view above work at any length.")
+        return
+    view = state.radio("bertviz view", "bertviz", ("head", "model"), "head")
+    try:
+        page = bertviz_view.bertviz_html(insp, view, layer if view == "head" else None)
+    except bertviz_view.BertvizUnavailable as e:
+        st.warning(str(e))
+        return
+    st.iframe(page, height=bertviz_view.frame_height(insp, view))
+    st.download_button("Download bertviz HTML", page, file_name=f"bertviz-{view}.html", mime="text/html",
+                       on_click="ignore", key="dl_bertviz")
+
+
+def render() -> None:
+    st.title("Attention")
+    loaded = common.model_picker(need="attention", prefer=common.prefers("attention"))
+    text = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=100)
+    if loaded is None:
+        return
+    # Per-head statistics stream over every layer's maps (seconds at 512 tokens): only when shown.
+    stats = state.current("panel", PANELS[0]) == "head statistics"
+    insp = common.inspect_text(loaded, text, summaries=stats)
+    if insp is None:
+        return
+    common.show_warnings(insp)
+    if not insp.has_attention:
+        st.warning(insp.unavailable.get("attention", "this model has no attention"))
+        return
+    n = len(insp.tokens)
+    c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
+    with c1:
+        layer = state.slider("Layer", "layer", 0, insp.num_layers - 1, 0)
+    with c2:
+        head = state.slider("Head", "head", 0, insp.num_heads - 1, 0)
+    with c3:
+        token = state.selectbox("Selected token", "token", [NO_TOKEN, *range(n)], NO_TOKEN,
+                                format_func=lambda i: "(none)" if i == NO_TOKEN else f"{i}: {insp.tokens[i].text}")
+    with c4:
+        top_k = state.number_input("Lines / token", "topk", 1, 10, 3)
+    selected = None if token == NO_TOKEN else token
+
+    left, right = st.columns([3, 2])
+    with left:
+        common.show(figures.attention_heatmap(insp, layer, head, selected), "attention-heatmap")
+    with right:
+        thumbs = common.derived(insp, "thumbnails", lambda: figures.layer_thumbnails(insp))
+        common.show(figures.layer_head_grid(thumbs, (layer, head)), "attention-all-heads")
+    if selected is not None:
+        _token_section(insp, layer, head, selected)
+
+    panel = state.radio("Panel", "panel", PANELS, PANELS[0])
+    if panel == "head view":
+        common.show(figures.head_lines(insp, layer, head, top_k, selected), "attention-head-view")
+    elif panel == "rollout":
+        with st.spinner("Rolling attention out over all layers…"):
+            fig = figures.rollout_heatmap(insp, selected)
+        common.show(fig, "attention-rollout")
+    elif panel == "head statistics":
+        st.caption("Click a column header to sort. Entropy in nats (low: a focused head); distance: mean |query - key| "
+                   "in tokens; special share: attention mass on special tokens such as [CLS] / [SEP].")
+        st.dataframe(figures.head_summary_table(insp), hide_index=True)
+        common.show(figures.head_summary_heatmaps(insp), "attention-head-statistics")
+    else:
+        _bertviz(insp, layer)
+
+
+render()

@@ -1,0 +1,97 @@
+"""Models: what is on this disk, and what the chosen model is and can show.
+
+Lists every model the registry finds (demo, trained, Hugging Face cache); describes the chosen one
+(architecture, task, size, parameters, vocabulary, layers x heads, positions, capabilities, and which
+views are unavailable and why); a second model (`?model2=`) is described beside it. A local folder can
+be loaded by path (inside the allowed model folders).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import common, state
+from model.load import VIEWS, ModelInfo
+
+NONE = ""  # no second model (left out of the URL)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _describe(info: ModelInfo, name: str) -> None:
+    st.subheader(name)  # the name picked (the shared loaded model may carry the name it was first loaded by)
+    st.caption(info.path)
+    st.markdown(f"**Task:** {info.task} · **architecture:** {info.architecture}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Parameters", f"{info.num_parameters:,}" if info.num_parameters < 10**6 else f"{info.num_parameters / 1e6:.1f} M")
+    c2.metric("Size on disk", _size(info.size_bytes))
+    c3.metric("Hidden size", str(info.hidden_size))
+    c1.metric("Layers x heads", f"{info.num_layers} x {info.num_heads}")
+    c2.metric("Vocabulary", f"{info.vocab_size:,}")
+    c3.metric("Max positions", "unlimited" if info.max_positions is None else f"{info.max_positions:,}")
+    st.table(pd.DataFrame([("model type", info.model_type), ("backend", info.backend),
+                           ("mask token", info.mask_token or "—")], columns=["", "value"]).set_index(""))
+    st.markdown("**Can show:** " + ", ".join(VIEWS.get(c, c) for c in info.capabilities))
+    if info.unavailable:
+        st.markdown("**Unavailable here:**")
+        st.table(pd.DataFrame([(VIEWS.get(v, v), why) for v, why in sorted(info.unavailable.items())],
+                              columns=["view", "why"]).set_index("view"))
+    for w in info.warnings:
+        st.warning(w)
+
+
+def _use_path() -> None:
+    """Button callback (runs before the script, so it may set the sidebar picker's value)."""
+    path = (st.session_state.get("models_path") or "").strip()
+    st.session_state.pop("models_path_error", None)
+    if not path:
+        st.session_state["models_path_error"] = "Type a model folder first."
+        return
+    try:
+        common.load_cached(path)
+    except ValueError as e:
+        st.session_state["models_path_error"] = f"Cannot load {path!r}: {e}"
+        return
+    st.session_state[state.widget_key("model")] = path
+    state.put("model", path)
+
+
+def render() -> None:
+    st.title("Models")
+    entries = common.listed_models()
+    loaded = common.model_picker()
+    state.keep("text")  # the other pages' text stays in the link
+
+    st.markdown("#### Models on this disk")
+    if entries:
+        st.dataframe(pd.DataFrame([{"name": e.name, "source": e.source, "type": e.model_type,
+                                    "architecture": e.architecture, "size": _size(e.size_bytes), "note": e.note}
+                                   for e in entries]), hide_index=True)
+    with st.expander("Load a model folder by path"):
+        st.text_input("Model folder (inside the demo models, trained runs, the Hugging Face cache or "
+                      "LMSCOPE_MODEL_ROOTS)", key="models_path")
+        st.button("Use this model", on_click=_use_path)
+        if st.session_state.get("models_path_error"):
+            st.error(st.session_state["models_path_error"])
+
+    options = [NONE] + [n for n in common.model_options("model2") if loaded is None or n != loaded.info.path]
+    second = state.selectbox("Compare with a second model", "model2", options, NONE,
+                             format_func=lambda v: v or "(none)")
+    left, right = st.columns(2) if second != NONE else (st.container(), None)
+    with left:
+        if loaded is not None:
+            _describe(loaded.info, state.get("model"))
+    if right is not None:
+        with right:
+            other = common.load(second)
+            if other is not None:
+                _describe(other.info, second)
+
+
+render()

@@ -1,0 +1,261 @@
+"""Train: a small BERT, RoBERTa, ALBERT, GPT-2 or ELMo on a built-in or uploaded corpus, watched live.
+
+Training runs in its own process through the server's job queue (`model.jobs`): at most
+LMSCOPE_MAX_TRAINING_JOBS at once, the rest wait with their place shown; each browser session sees and
+controls only its own jobs. The page only reads the files a run writes (events.jsonl, checkpoints): the
+live panel polls them every POLL_S seconds. A finished model is listed as `runs/<job>` in every page's
+model picker. Scrub the checkpoints with the slider to see how a probe sentence's predictions changed.
+
+Keys: `arch`, `preset`, `corpus` (toyworld | pydoc | upload | path), `corpus_path`, `steps`, `probe`.
+"""
+from __future__ import annotations
+
+import secrets
+
+import streamlit as st
+
+from app import common, figures_gen as F, state
+from model import jobs as J
+from model.registry import runs_dir
+from model.results import Prediction
+from model.train.presets import PRESETS
+
+POLL_S = 2.0  # live panel refresh while a job is queued or running
+OWNER = "train_owner"  # session_state: this session's random owner id (jobs are per session)
+CORPORA = ("toyworld", "pydoc", "upload", "path")
+CORPUS_HELP = {"toyworld": "the embedded toy world: generated sentences with agreement to learn (no file needed)",
+               "pydoc": "real English: CPython's own documentation (the text behind help())",
+               "upload": "your .txt (blank line between documents) or .jsonl ({\"text\": ...} per line)",
+               "path": "a .txt / .jsonl file on the server, inside the allowed corpus folders"}
+MLM_ARCHS = ("bert", "roberta", "albert")
+PROBES = {True: "the dogs near the cat [MASK] .", False: "the dogs near the"}
+MAX_TREND_CHECKPOINTS = 6  # the trend over checkpoints loads each one (they stay cached)
+
+
+@st.cache_resource(show_spinner=False)
+def _queue(root: str) -> J.JobQueue:
+    """One queue object per server process and runs folder (its lock serialises this process's sessions)."""
+    return J.JobQueue(root)
+
+
+def _owner() -> str:
+    if OWNER not in st.session_state:
+        st.session_state[OWNER] = secrets.token_hex(16)
+    return st.session_state[OWNER]
+
+
+def _note(kind: str, text: str) -> None:
+    st.session_state["train_note"] = (kind, text)
+
+
+def _show_note() -> None:
+    note = st.session_state.pop("train_note", None)
+    if note:
+        getattr(st, note[0])(note[1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Callbacks (run before the script: a click is never lost to a rerun)
+
+
+def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
+    try:
+        job_id = queue.submit(owner, request)
+    except ValueError as e:
+        _note("error", str(e))
+        return
+    st.session_state["train_job"] = job_id
+    _note("success", f"Submitted {job_id}.")
+
+
+def _stop(queue: J.JobQueue, owner: str, job_id: str) -> None:
+    try:
+        queue.stop(job_id, owner)
+    except ValueError as e:
+        _note("error", str(e))
+
+
+def _resume(queue: J.JobQueue, owner: str, job_id: str) -> None:
+    try:
+        queue.resume(job_id, owner)
+    except ValueError as e:
+        _note("error", str(e))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _corpus(owner: str) -> str | None:
+    """The corpus widgets; returns what to pass as --corpus, or None (with a message) when not ready."""
+    kind = state.radio("Corpus", "corpus", CORPORA, "toyworld", help="\n\n".join(f"**{k}**: {v}" for k, v in CORPUS_HELP.items()))
+    st.caption(CORPUS_HELP[kind])
+    if kind in J.BUILTIN_CORPORA:
+        return kind
+    if kind == "upload":
+        limit_mb = J.max_upload_bytes() / 2**20
+        f = st.file_uploader(f"Corpus file (.txt or .jsonl, at most {limit_mb:g} MB)", type=["txt", "jsonl"],
+                             key="train_upload", max_upload_size=max(1, int(limit_mb + 0.999)))
+        if f is None:
+            st.info("Upload a corpus file to train on it.")
+            return None
+        try:
+            return str(J.save_upload(owner, f.name, f.getvalue()))
+        except ValueError as e:
+            st.error(str(e))
+            return None
+    path = state.text_input("Corpus path on the server", "corpus_path", "")
+    st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in J.corpus_roots()))
+    if not path.strip():
+        return None
+    try:
+        return str(J.check_corpus_path(path.strip(), owner))
+    except ValueError as e:
+        st.error(str(e))
+        return None
+
+
+def _form(queue: J.JobQueue, owner: str) -> None:
+    st.subheader("New training run")
+    c = st.columns(3)
+    with c[0]:
+        arch = state.selectbox("Architecture", "arch", J.ARCHS, "gpt2",
+                               help="bert: MLM + next-sentence; roberta: MLM with dynamic masking; albert: MLM + sentence "
+                                    "order, shared layers; gpt2: causal LM; elmo: forward + backward LSTM LMs")
+    with c[1]:
+        preset = state.radio("Preset", "preset", J.PRESETS, "tiny")
+        p = PRESETS[preset]
+        st.caption(f"{p.layers} layers x {p.hidden} wide, {p.heads} heads, vocabulary {p.vocab_size}, "
+                   f"{p.seq_len} tokens x {p.batch_size} per step")
+    with c[2]:
+        steps = state.number_input("Steps", "steps", 1, J.MAX_STEPS, p.steps)
+    corpus = _corpus(owner)
+    request = dict(arch=arch, preset=preset, corpus=corpus or "toyworld", steps=int(steps))
+    st.button("Start training", type="primary", disabled=corpus is None, key="train_start",
+              on_click=_submit, args=(queue, owner, request))
+
+
+def _job_table(jobs: list[J.Job]) -> None:
+    rows = [{"job": j.id, "model": j.request.get("arch"), "corpus": j.request.get("corpus", "").rsplit("/", 1)[-1],
+             "status": j.label, "note": j.message} for j in jobs]
+    st.dataframe(rows, hide_index=True)
+
+
+def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
+    """Progress, numbers and curves of one job, from its files."""
+    try:
+        job = queue.status(job_id, owner)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    if was_active and job.state not in J.ACTIVE:
+        st.rerun(scope="app")  # it just ended: redraw the page (buttons, checkpoints, model list)
+    events = J.read_events(queue.dir(job_id))
+    prog = F.progress_of(events, job.total_steps)
+    if job.state == "queued":
+        st.info(f"Waiting in the queue: place {job.place}. It starts when a running job ends "
+                f"(at most {queue.max_running} at once on this server).")
+    elif job.state == "running" and not events:
+        st.info("Starting: reading the corpus and training the tokenizer…")
+    if job.state in J.ACTIVE:
+        text = job.label + (f" — {job.message}" if job.message else "")
+    else:
+        text = job.message or job.label
+    st.progress(prog.fraction, text=text)
+    m = st.columns(5)
+    m[0].metric("step", f"{prog.step} / {prog.total_steps or job.total_steps}")
+    m[1].metric("train loss", "–" if prog.loss is None else f"{prog.loss:.3f}")
+    m[2].metric("held-out perplexity", "–" if prog.perplexity is None else f"{prog.perplexity:.1f}")
+    m[3].metric("tokens / s", "–" if prog.tokens_per_s is None else f"{prog.tokens_per_s:,.0f}")
+    m[4].metric("time left", F.format_duration(prog.eta_s) if job.state == "running" else "–")
+    if events:
+        common.show(F.loss_figure(events), f"loss-{job_id}", download=job.state not in J.ACTIVE)
+    if job.state == "failed":
+        st.error(job.message)
+    elif job.state == "finished":
+        st.success(f"Finished. The model is listed as **{queue.model_name(job_id)}** in the model picker of every page.")
+    c = st.columns([1, 1, 4])
+    c[0].button("Stop", disabled=job.state not in J.ACTIVE, key=f"train_stop_{job_id}", on_click=_stop,
+                args=(queue, owner, job_id), help="Saves a checkpoint, then stops; Resume continues from it")
+    c[1].button("Resume", disabled=job.state not in ("stopped", "failed"), key=f"train_resume_{job_id}",
+                on_click=_resume, args=(queue, owner, job_id))
+
+
+def _probe_predictions(path: str, probe: str, mlm: bool) -> list[Prediction] | None:
+    loaded = common.load(path)
+    if loaded is None:
+        return None
+    insp = common.inspect_text(loaded, probe, top_k=10, summaries=False)
+    if insp is None:
+        return None
+    if mlm:
+        if not insp.masks:
+            st.warning("The probe has no mask: write [MASK] where the model should fill in a word.")
+            return None
+        return insp.masks[0].predictions
+    if insp.next_tokens is None:
+        return None
+    last = max(i for i, t in enumerate(insp.tokens) if not t.special) if any(not t.special for t in insp.tokens) else -1
+    return [Prediction(t, int(i), float(p)) for t, i, p in zip(insp.next_tokens[last], insp.next_ids[last], insp.next_probs[last])]
+
+
+def _history(queue: J.JobQueue, job: J.Job) -> None:
+    cks = J.checkpoints(queue.dir(job.id))
+    st.subheader("Training history")
+    if not cks:
+        st.caption(f"No checkpoint yet: they appear every {max(1, job.total_steps // 10)} steps (the newest few are kept).")
+        return
+    mlm = job.request.get("arch") in MLM_ARCHS
+    probe = state.text_input("Probe sentence" + (" (with [MASK])" if mlm else " (the model continues it)"), "probe", PROBES[mlm])
+    steps = [s for s, _ in cks]
+    chosen = st.select_slider("Checkpoint (step)", options=steps, value=steps[-1], key=f"train_ckpt_{job.id}") \
+        if len(steps) > 1 else steps[0]
+    path = str(dict(cks)[chosen])
+    preds = _probe_predictions(path, probe, mlm)
+    if preds is None:
+        return
+    title = f"step {chosen}: " + ("what fills the mask" if mlm else "the next token")
+    common.show(F.candidates_figure(preds, preds[0], title=title), f"probe-{job.id}", download=False)
+    if 1 < len(cks) <= MAX_TREND_CHECKPOINTS:
+        rows = []
+        for s, p in cks:
+            got = preds if s == chosen else _probe_predictions(str(p), probe, mlm)
+            if got is not None:
+                rows.append((s, got))
+        st.caption("The probe's top tokens at every kept checkpoint:")
+        common.show(F.checkpoint_predictions_figure(rows, highlight=chosen), f"probe-trend-{job.id}", download=False)
+
+
+def render() -> None:
+    st.title("Train a small model")
+    for key in ("model", "text"):  # not used here, but kept in the URL for the other pages
+        if state.get(key) is not None:
+            state.put(key, state.get(key))
+    owner = _owner()
+    queue = _queue(str(runs_dir()))
+    _show_note()
+    _form(queue, owner)
+    try:
+        jobs = queue.jobs(owner)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    st.subheader("Your jobs")
+    if not jobs:
+        st.caption("None yet. Jobs belong to this browser session; finished models stay listed under runs/ for everyone.")
+        return
+    _job_table(jobs)
+    ids = [j.id for j in jobs]
+    if st.session_state.get("train_job") not in ids:
+        st.session_state["train_job"] = ids[0]
+    job_id = st.selectbox("Job", ids, key="train_job")  # a status in the labels would go stale between reruns
+    job = next(j for j in jobs if j.id == job_id)
+    active = job.state in J.ACTIVE
+    st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job_id, active)
+    seen = st.session_state.setdefault("train_listed", set())
+    if job.state == "finished" and job.id not in seen:
+        seen.add(job.id)
+        common.listed_models.clear()  # the new model appears in every picker now, not after the 15 s cache
+    _history(queue, job)
+
+
+render()

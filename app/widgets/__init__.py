@@ -1,0 +1,1 @@
+"""Embedded views that plotly does not draw: bertviz's head and model views, offline (`bertviz_view`)."""

@@ -1,0 +1,219 @@
+"""AppTest runs of the Generation, Compare, Train and Export pages against tiny models (and a tiny ELMo),
+through app/main.py's navigation, as a browser session would reach them."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+MAIN = os.path.join(os.path.dirname(__file__), "..", "..", "app", "main.py")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_models, tmp_path_factory):
+    """A demo folder of its own: copies of tiny GPT-2 and BERT, plus a tiny random ELMo."""
+    import torch
+
+    from model.train.elmo import ElmoConfig, ElmoLM
+    from model.train.tokenizer import train_tokenizer
+    from tiny_models import SENTENCES
+
+    root = tmp_path_factory.mktemp("demo_more")
+    for arch in ("gpt2", "bert-mlm"):
+        shutil.copytree(tiny_models[arch], root / arch)
+    torch.manual_seed(0)
+    tok = train_tokenizer("elmo", SENTENCES, 300, max_length=64)
+    ElmoLM(ElmoConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=32, num_layers=2, max_positions=64)).save_pretrained(root / "elmo")
+    tok.save_pretrained(root / "elmo")
+    return root
+
+
+@pytest.fixture
+def env(demo, tmp_path, monkeypatch):
+    """Point the app at our models and an empty runs folder; forget other tests' cached model lists."""
+    from app import common
+
+    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
+    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
+    common.listed_models.clear()
+    common.load_cached.clear()
+    yield tmp_path
+    common.listed_models.clear()
+    common.load_cached.clear()
+
+
+def open_page(page: str, **params) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page(f"views/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest, name: str) -> dict:
+    for c in at.get("plotly_chart"):
+        if c.proto.id.endswith(f"fig_{name}"):
+            return json.loads(c.proto.spec)
+    raise AssertionError(f"no chart {name}: {[c.proto.id[-30:] for c in at.get('plotly_chart')]}")
+
+
+def values(v) -> list:
+    """A plotly JSON array: plain list, or numpy's base64 typed array {"dtype", "bdata"}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_generation_stage_chart_follows_temperature(env):
+    at = open_page("generation", model="demo/gpt2", text="the dogs near the")
+    assert at.title[0].value == "Generation" and not errors(at)
+    before = chart(at, "sampling-stages")
+    assert [a["text"].split(":")[0] for a in before["layout"]["annotations"]] == ["model distribution"]
+    at.slider(key="qp_temperature").set_value(0.5).run()
+    at.number_input(key="qp_top_k").set_value(5).run()
+    assert not at.exception
+    after = chart(at, "sampling-stages")
+    titles = [a["text"] for a in after["layout"]["annotations"]]
+    assert titles[1].startswith("temperature (temperature=0.5)") and "5 of 300 tokens kept" in titles[2]
+    assert values(after["data"][0]["y"]) == values(before["data"][0]["y"])  # the model's own distribution is unchanged
+    temp_row = next(t for t in after["data"] if t.get("xaxis") == "x2")
+    assert max(values(temp_row["y"])) > max(values(before["data"][0]["y"]))  # colder: the best token gains
+    assert (at.query_params["temperature"], at.query_params["top_k"]) == ("0.5", "5")
+
+
+def test_generation_step_by_step_adds_one_token_per_click(env):
+    at = open_page("generation", model="demo/gpt2", text="the dogs near the", mode="greedy")
+    assert any(m.value == "**0 tokens generated**" for m in at.markdown)
+    at.button(key="gen_next").click().run()
+    at.button(key="gen_next").click().run()
+    assert not at.exception and not errors(at)
+    assert any(m.value == "**2 tokens generated**" for m in at.markdown)
+    steps = at.session_state["gen_steps"]["steps"]
+    assert len(steps) == 2 and all(s.pick.id == s.candidates[0].id for s in steps)  # greedy picks the best
+    pick = chart(at, "step-candidates")
+    assert pick["data"][0]["marker"]["color"][0] == "#d62728"
+    from model.generate import generate
+    from model.load import load_model
+
+    ref = generate(load_model("demo/gpt2"), "the dogs near the", strategy="greedy", max_new_tokens=2)
+    assert "".join(at.session_state["gen_steps"]["pieces"]) == ref.text
+    at.button(key="gen_undo").click().run()
+    assert any(m.value == "**1 tokens generated**" for m in at.markdown)
+
+
+def test_generation_strategies_beam_tree_and_attention(env):
+    at = open_page("generation", model="demo/gpt2", text="the cat", new_tokens="4", beams="3")
+    at.button(key="gen_compare_btn").click().run()
+    assert not at.exception and not errors(at)
+    results = at.session_state["gen_compare"]["results"]
+    assert set(results) == {"greedy", "sample", "beam"}
+    tree = chart(at, "beam-tree")
+    statuses = {t["name"] for t in tree["data"] if t.get("mode") == "markers+text"}
+    assert "finished" in statuses
+    at.radio(key="qp_source").set_value("beam").run()
+    attn = chart(at, "generated-attention")["data"][0]
+    from model.inspect import inspect
+    from model.load import load_model
+
+    n = len(inspect(load_model("demo/gpt2"), results["beam"].prompt + results["beam"].text).tokens)
+    assert attn["z"]["shape"] == f"{n}, {n}" and len(attn["x"]) == n > 2
+
+
+def test_generation_refuses_a_masked_lm_politely(env):
+    at = open_page("generation", model="demo/bert-mlm")
+    assert not at.exception
+    assert any("cannot" in w.value or "need a model" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+
+
+def test_generation_empty_prompt_is_an_error_message(env):
+    at = open_page("generation", model="demo/gpt2", text="the")
+    at.text_area(key="qp_text").set_value("   ").run()
+    assert not at.exception and any("empty" in e for e in errors(at))
+
+
+def test_compare_shows_both_models_and_elmo_directions(env):
+    at = open_page("compare", model="demo/bert-mlm", model2="demo/gpt2", text="the dogs near the cat run.")
+    assert not errors(at)
+    aligned = chart(at, "compare-aligned")
+    assert [t["name"] for t in aligned["data"]] == ["demo/bert-mlm (masked LM, PLL)", "demo/gpt2 (causal LM)"]
+    table = at.dataframe[0].value
+    assert list(table["reading"]) == ["demo/bert-mlm (masked LM, PLL)", "demo/gpt2 (causal LM)"]
+    assert (table["scored"] > 0).all()
+    lens = chart(at, "logit-lens")
+    assert len(lens["data"][0]["y"]) == 3  # embeddings + 2 layers
+    at.selectbox(key="qp_model2").set_value("demo/elmo").run()
+    assert not at.exception
+    readings = list(at.dataframe[0].value["reading"])
+    assert readings[1:] == ["demo/elmo (ELMo forward LM)", "demo/elmo (ELMo backward LM)"]
+    assert [r.options for r in at.radio if r.key == "qp_lens"][0] == ["demo/bert-mlm (masked LM)"]  # ELMo has no lens
+
+
+def test_train_page_submits_runs_and_scrubs_checkpoints(env):
+    at = open_page("train", model="demo/gpt2")
+    assert not errors(at) and any("None yet" in c.value for c in at.caption)
+    at.radio(key="qp_corpus").set_value("pydoc").run()
+    at.number_input(key="qp_steps").set_value(4).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not errors(at)
+    table = at.dataframe[0].value
+    job_id = table["job"][0]
+    assert (env / "runs" / job_id / "job.json").is_file()  # the queue lives in the temp runs folder
+    assert table["status"][0].startswith(("running", "queued"))
+    owner = at.session_state["train_owner"]
+    other = open_page("train")  # another browser session sees none of it
+    assert not other.dataframe and other.session_state["train_owner"] != owner
+    end = time.time() + 60
+    while time.time() < end and not any("Finished" in s.value for s in at.success):
+        time.sleep(0.5)
+        at.run()
+    assert any(f"runs/{job_id}" in s.value for s in at.success), [e.value for e in at.error]
+    assert chart(at, f"loss-{job_id}")["data"][0]["name"] == "train loss"
+    probe = chart(at, f"probe-{job_id}")
+    assert len(values(probe["data"][0]["y"])) == 10
+    steps = at.select_slider(key=f"train_ckpt_{job_id}").options
+    at.select_slider(key=f"train_ckpt_{job_id}").set_value(steps[0]).run()
+    assert not at.exception and values(chart(at, f"probe-{job_id}")["data"][0]["y"]) != values(probe["data"][0]["y"])
+    from app import common
+
+    assert f"runs/{job_id}" in common.model_names()
+
+
+def test_train_page_rejects_paths_outside_the_corpus_folders(env):
+    at = open_page("train")
+    at.radio(key="qp_corpus").set_value("path").run()
+    at.text_input(key="qp_corpus_path").set_value("/etc/passwd").run()
+    assert not at.exception and any("outside the corpus folders" in e for e in errors(at))
+    assert at.button(key="train_start").disabled
+
+
+def test_export_page_exports_and_loads_back(env):
+    at = open_page("export", model="demo/bert-mlm", text="the dogs near the [MASK] run.")
+    assert [b.label for b in at.button if b.key == "export_btn"] == ["Export"]
+    at.button(key="export_btn").click().run()
+    assert not at.exception and not errors(at)
+    parity, checks = at.dataframe[0].value, at.dataframe[1].value
+    assert {"logits", "attentions"} <= set(parity["output"]) and (parity["max |onnx - torch| (relative)"] <= 1e-4).all()
+    assert checks["result"][0] == "yes" and checks["result"].iloc[-1] == "same"
+    assert chart(at, "onnx-attention")["data"][0]["type"] == "heatmap"
+    assert list((env / "runs" / "onnx").glob("demo-bert-mlm-opset17-*/model.onnx"))
+    at.selectbox(key="qp_model").set_value("demo/elmo").run()
+    assert not at.exception and any("only transformers models" in w.value for w in at.warning)
