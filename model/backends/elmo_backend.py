@@ -26,18 +26,19 @@ class ElmoBackend(Backend):
 
     @torch.inference_mode()
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, *, attentions=True, hidden_states=True):
-        out = self.module(input_ids)
+        out = self.module(input_ids, attention_mask)
         return ForwardOutput(logits=out.forward_logits.float(), hidden_states=out.layers, attention=None,
                              backward_logits=out.backward_logits.float())
 
 
 def load_elmo(path: str | Path):
     """-> (ElmoBackend, tokenizer)."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
     path = Path(path)
     module = ElmoLM.from_pretrained(path)
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    # not AutoTokenizer: it would read config.json and warn about the model type transformers does not know
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
     if len(tok) > module.config.vocab_size:
         raise ValueError(f"tokenizer/model mismatch in {path}: {len(tok)} tokens, {module.config.vocab_size} embeddings")
     return ElmoBackend(module), tok

@@ -38,21 +38,30 @@ def tokenize_documents(tok, documents: list[list[str]], arch: str) -> list[list[
     return out
 
 
-def packed_blocks(docs: list[list[list[int]]], seq_len: int, sep_id: int) -> dict[str, torch.Tensor]:
-    """Concatenate documents (separated by sep_id) and cut into (n, seq_len) blocks."""
+def packed_blocks(docs: list[list[list[int]]], seq_len: int, sep_id: int, name: str = "corpus") -> dict[str, torch.Tensor]:
+    """Concatenate documents (each followed by sep_id) and cut into (n, seq_len) blocks; the tail that
+    does not fill a block is dropped.
+
+        >>> packed_blocks([[[5, 6], [7]], [[8, 9, 10]]], seq_len=4, sep_id=0)["input_ids"].tolist()
+        [[5, 6, 7, 0], [8, 9, 10, 0]]
+    """
     stream: list[int] = []
     for doc in docs:
         for s in doc:
             stream += s
         stream.append(sep_id)
     n = len(stream) // seq_len
-    check_min_tokens(len(stream), seq_len, "corpus")
+    check_min_tokens(len(stream), seq_len, name)
     return {"input_ids": torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)}
 
 
-def full_sentences(docs, seq_len: int, bos: int, eos: int, pad: int) -> dict[str, torch.Tensor]:
+def full_sentences(docs, seq_len: int, bos: int, eos: int, pad: int, name: str = "corpus") -> dict[str, torch.Tensor]:
     """RoBERTa FULL-SENTENCES: whole sentences packed contiguously (crossing documents, with </s> between
-    documents) up to seq_len - 2 tokens, wrapped in <s> ... </s>, padded."""
+    documents) up to seq_len - 2 tokens, wrapped in <s> ... </s>, padded.
+
+        >>> full_sentences([[[5, 6], [7]], [[8, 9, 10]]], seq_len=7, bos=1, eos=2, pad=0)["input_ids"].tolist()
+        [[1, 5, 6, 7, 2, 2, 0], [1, 8, 9, 10, 2, 2, 0]]
+    """
     room = seq_len - 2
     rows, cur = [], []
     for doc in docs:
@@ -66,7 +75,7 @@ def full_sentences(docs, seq_len: int, bos: int, eos: int, pad: int) -> dict[str
             cur.append(eos)  # document boundary
     if cur:
         rows.append(cur)
-    check_min_tokens(sum(map(len, rows)), seq_len, "corpus")
+    check_min_tokens(sum(map(len, rows)), seq_len, name)
     ids = torch.full((len(rows), seq_len), pad, dtype=torch.long)
     for i, r in enumerate(rows):
         r = [bos] + r[:room] + [eos]
@@ -75,7 +84,10 @@ def full_sentences(docs, seq_len: int, bos: int, eos: int, pad: int) -> dict[str
 
 
 def sentence_pairs(docs, seq_len: int, cls: int, sep: int, pad: int, kind: str, seed: int) -> dict[str, torch.Tensor]:
-    """[CLS] A [SEP] B [SEP] pairs for NSP (kind="nsp") or SOP (kind="sop"), truncated longest-first."""
+    """[CLS] A [SEP] B [SEP] pairs for NSP (kind="nsp") or SOP (kind="sop"), truncated longest-first.
+    A and B are single sentences (BERT packed multi-sentence segments; the toy world's sentences are
+    short, and trailing padding is trimmed per batch, so the cost is small). pair_labels: 0 = IsNext /
+    in order, 1 = random / swapped."""
     g = torch.Generator().manual_seed(seed)
     pairs = nsp_pairs(docs, g) if kind == "nsp" else sop_pairs(docs, g)
     n = len(pairs)
@@ -111,8 +123,9 @@ def word_ids_for(tok, ids: torch.Tensor, special: torch.Tensor, wordpiece: bool)
     else:
         starts_of = torch.tensor([p.startswith(("Ġ", "▁")) for p in vocab])
     starts = starts_of[ids] & ~special  # (n, seq)
-    first = (~special).long().cumsum(1) == 1  # the first real piece of a row always starts a word
-    starts |= first & ~special
+    after_special = torch.ones_like(special)
+    after_special[:, 1:] = special[:, :-1]
+    starts |= after_special & ~special  # a piece right after [CLS] / </s> / [SEP] always starts a word
     word = starts.long().cumsum(1) - 1
     return torch.where(special, torch.full_like(word, -1), word.clamp(min=0))
 
@@ -129,7 +142,10 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
         >>> batch_indices(10, 4, 0, seed=0).tolist() == batch_indices(10, 4, 0, seed=0).tolist()
         True
     """
-    offsets = torch.arange(step * batch_size, (step + 1) * batch_size)
+    first, last = step * batch_size, (step + 1) * batch_size - 1
+    if first // n == last // n:  # the whole batch lies in one epoch (the common case): a slice
+        return _epoch_permutation(n, seed, first // n)[first % n: last % n + 1]
+    offsets = torch.arange(first, last + 1)
     epochs, pos = offsets // n, offsets % n
     out = torch.empty(batch_size, dtype=torch.long)
     for e in epochs.unique().tolist():

@@ -27,6 +27,8 @@ RECIPES: dict[str, dict] = {
     "elmo": dict(steps=1200, seq_len=64, batch_size=32, lr=2e-3),
 }
 EVAL_SEED, PROBE_SEED = 777, 4242
+# first sentences of a toy-world document, one singular and one plural (see evaluate_causal)
+CAUSAL_OPENERS = ("in the garden there is a cat .", "in the market there are some dogs .")
 
 
 def _eval_docs(n: int = 300) -> list[list[str]]:
@@ -92,7 +94,7 @@ def evaluate_masked(model_dir: Path, n_probes: int = 1000) -> dict:
 @torch.no_grad()
 def evaluate_causal(model_dir: Path, n_probes: int = 1000, seq_len: int = 64) -> dict:
     """Held-out perplexity (forward LM) vs a unigram model fitted on the training corpus, and agreement:
-    p(correct verb | prefix) > p(wrong verb | prefix)."""
+    p(correct verb | context + prefix) > p(wrong verb | context + prefix)."""
     from model.load import load_model
     from model.train.corpus import builtin_corpus
     from model.train.data import packed_blocks, tokenize_documents
@@ -122,9 +124,15 @@ def evaluate_causal(model_dir: Path, n_probes: int = 1000, seq_len: int = 64) ->
         c, w = (tok(" " + x, add_special_tokens=False)["input_ids"] for x in (p.correct, p.wrong))
         if len(c) != 1 or len(w) != 1:
             continue
-        ids = torch.tensor([tok(p.prefix, add_special_tokens=False)["input_ids"]])
-        logits = be.next_token_logits(ids)[0]
-        ok = bool(logits[c[0]] > logits[w[0]])
+        # In the corpus a sentence like the probe never opens a text: it follows "<|endoftext|>" and a
+        # document's first sentence. Without that context the prefix is out of distribution (its first
+        # word lacks the leading space it always had in training). Both openers, so that neither number
+        # is favoured; a probe counts as right only if the verb agrees after each of them.
+        ok = True
+        for opener in CAUSAL_OPENERS:
+            ids = torch.tensor([[tok.eos_token_id] + tok(f"{opener} {p.prefix}", add_special_tokens=False)["input_ids"]])
+            logits = be.next_token_logits(ids)[0]
+            ok &= bool(logits[c[0]] > logits[w[0]])
         agree += ok
         n += 1
         if p.attractor:

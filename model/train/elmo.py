@@ -64,6 +64,29 @@ def lm_losses(out: ElmoOutput, input_ids: torch.Tensor) -> tuple[torch.Tensor, t
     return fwd, bwd
 
 
+def _orders(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the positions in the order the forward and the backward LSTM read them: real tokens
+    first (forward: left to right; backward: right to left), padding last. (batch, seq) int64 each."""
+    bsz, n = input_ids.shape
+    pos = torch.arange(n, device=input_ids.device).expand(bsz, n)  # (batch, seq)
+    if attention_mask is None:
+        return pos, pos.flip(1)
+    pad = attention_mask == 0
+    fwd = torch.sort(pad.to(torch.int8), dim=1, stable=True).indices  # real tokens in order, then pads
+    length = (~pad).sum(1, keepdim=True)  # (batch, 1)
+    rev = torch.where(pos < length, length - 1 - pos, pos)  # reverse the real part only
+    return fwd, fwd.gather(1, rev)
+
+
+def _take(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x: (batch, seq, dim) reordered along seq: out[b, t] = x[b, order[b, t]]."""
+    return x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def _inverse(order: torch.Tensor) -> torch.Tensor:
+    return torch.argsort(order, dim=1)
+
+
 class _Stack(nn.Module):
     """num_layers LSTM layers, each projected to embed_dim, with residual connections above the first."""
 
@@ -93,10 +116,14 @@ class ElmoLM(nn.Module):
         self.gamma = nn.Parameter(torch.ones(()))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: torch.Tensor) -> ElmoOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ElmoOutput:
+        """input_ids: (batch, seq). attention_mask: (batch, seq), 0 = padding (left or right); an LSTM
+        cannot skip a position, so each row is reordered so that its real tokens come first (in reading
+        order for the forward stack, reversed for the backward one) and the padding after them."""
         e = self.embed(input_ids)  # (batch, seq, embed)
-        f = self.fwd(e)
-        b = [t.flip(1) for t in self.bwd(e.flip(1))]  # run right-to-left, then flip back
+        fwd_order, bwd_order = _orders(input_ids, attention_mask)  # (batch, seq) each
+        f = [_take(h, _inverse(fwd_order)) for h in self.fwd(_take(e, fwd_order))]
+        b = [_take(h, _inverse(bwd_order)) for h in self.bwd(_take(e, bwd_order))]
         layers = [torch.cat([e, e], -1)] + [torch.cat([fi, bi], -1) for fi, bi in zip(f, b)]
         w = torch.softmax(self.mix_weights, 0)
         mixed = self.gamma * sum(wi * li for wi, li in zip(w, layers))

@@ -1,540 +1,309 @@
-"""The training loop: one config dataclass, events for the CLI and the app, atomic checkpoints, exact resume.
+"""The training loop: AdamW with linear warm-up and decay, gradient clipping, events for the CLI and the
+app, atomic checkpoints, exact resume, and DistributedDataParallel when started by torchrun.
 
     >>> cfg = TrainConfig(arch="gpt2", corpus="toyworld", out_dir="runs/gpt2-tiny", preset="tiny")  # doctest: +SKIP
-    >>> train(cfg, callbacks=[print])                                                           # doctest: +SKIP
+    >>> record = train(cfg, callbacks=[print])   # every event also goes to runs/gpt2-tiny/events.jsonl  # doctest: +SKIP
+    >>> record["heldout"]["perplexity"]                                                             # doctest: +SKIP
+    9.7
 
-What goes on disk (OUT = cfg.out_dir):
-    OUT/events.jsonl                 one JSON object per line: start, step, eval, checkpoint, done|stopped|error
-    OUT/checkpoints/step-0000100/    model + tokenizer + trainer_state.pt (optimizer, scheduler, RNG, step)
-    OUT/config.json, model.safetensors, tokenizer files   the final model (plain transformers can load it)
-    OUT/training_record.json         config, corpus fingerprint, steps, losses, held-out metrics, baselines
+Events (dicts, one JSON line each in OUT/events.jsonl, also passed to callbacks on rank 0):
+    start | resume   step, total_steps, config, corpus, fingerprint, baselines, world_size
+    step             step, loss, lr, tokens_per_s, elapsed_s, eta_s
+    eval             step, loss, perplexity, unigram_loss, plateau, accuracy (MLM), pair_accuracy, ...
+    checkpoint       step, path
+    done | stopped | error   step, message
 
-Exactness: the examples of step s and their masks are pure functions of (seed, s) (see data.py), and a
-checkpoint holds the optimizer, scheduler and RNG state, so a run killed at any point and resumed ends
-with the same weights as one that never stopped. Runs under `torchrun --nproc_per_node=N` with
-DistributedDataParallel (gloo on CPU); rank 0 writes every file.
+Exactness: the examples and masks of step s are a pure function of (seed, s) (dataset.batch_for_step);
+a checkpoint holds weights, optimizer, scheduler and every rank's RNG state. So a run killed at any
+instant and resumed from its last checkpoint ends with bit-identical weights to one that never stopped.
+
+Distributed: under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) the loop joins a gloo process group,
+each rank takes every N-th example of the global batch, DDP averages gradients, and rank 0 alone writes
+files. A stop request or a non-finite loss on any rank stops every rank at the same step.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
-from model.train import data as D
-from model.train.corpus import Corpus, CorpusError, load_corpus
-from model.train.tokenizer import train_tokenizer
+from model.train.checkpoint import RunDir, load_weights, read_state, write_checkpoint, write_final
+from model.train.config import ARCHS, MLM_ARCHS, TrainConfig, TrainingError
+from model.train.dataset import Prepared, batch_for_step, prepare
+from model.train.evaluate import evaluate
+from model.train.models import Objective, build_model
+from model.train.presets import PRESETS
 
-ARCHS = ("bert", "roberta", "albert", "gpt2", "elmo")
+__all__ = ["ARCHS", "PRESETS", "TrainConfig", "TrainingError", "train", "lr_factor"]
 
+Callback = Callable[[dict], None]
 
-@dataclass(frozen=True)
-class Preset:
-    layers: int
-    hidden: int
-    heads: int
-    vocab_size: int
-    seq_len: int
-    batch_size: int
-    steps: int
-    lr: float
-    warmup: int
 
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based): linear warm-up over
+    `warmup` steps, then linear decay to 0 at `total`.
 
-PRESETS = {
-    # tests and a first look: seconds on a laptop CPU
-    "tiny": Preset(layers=2, hidden=64, heads=2, vocab_size=1000, seq_len=32, batch_size=16, steps=200, lr=2e-3, warmup=20),
-    # the demo models: 4 x 256 like the measured reference; short sequences and many small steps are what
-    # made BERT leave the "most frequent token" plateau at this scale
-    "small": Preset(layers=4, hidden=256, heads=4, vocab_size=2000, seq_len=64, batch_size=32, steps=3000, lr=1e-3, warmup=200),
-}
+        >>> [round(lr_factor(s, 2, 6), 2) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
 
 
-@dataclass
-class TrainConfig:
-    arch: str  # bert | roberta | albert | gpt2 | elmo
-    out_dir: str
-    corpus: str = "toyworld"  # a .txt / .jsonl path, or "toyworld" / "pydoc"
-    preset: str = "tiny"
-    # None = the preset's value
-    steps: int | None = None
-    batch_size: int | None = None
-    seq_len: int | None = None
-    lr: float | None = None
-    warmup: int | None = None
-    layers: int | None = None
-    heads: int | None = None
-    hidden: int | None = None
-    vocab_size: int | None = None
-    weight_decay: float = 0.01  # AdamW's usual value for transformers
-    grad_clip: float = 1.0  # keeps early steps of small models stable
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_last: int = 5  # checkpoints kept for the app's training-history slider
-    eval_every: int = 250
-    eval_batches: int = 8
-    mlm_probability: float = 0.3  # above BERT's 15%: at this scale it learns faster (measured)
-    whole_word: bool = False
-    dynamic_masking: bool | None = None  # None: RoBERTa dynamic, BERT/ALBERT static (as published)
-    heldout_share: float = 0.02
-    threads: int | None = None  # torch threads; None = all cores
-    bf16: bool = False  # autocast matmuls to bfloat16 (fast on AVX-512 CPUs)
-    resume: bool = False
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on biases, norms or the ELMo mix weights)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # betas / eps as in RoBERTa (beta2 = 0.98 is steadier with small batches); fused: one kernel per step
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
-    def resolved(self) -> "TrainConfig":
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        p = asdict(PRESETS[self.preset])
-        filled = {k: (getattr(self, k) if getattr(self, k) is not None else p[k]) for k in p}
-        dyn = self.dynamic_masking if self.dynamic_masking is not None else self.arch == "roberta"
-        cfg = replace(self, dynamic_masking=dyn, **filled)
-        for name in ("steps", "batch_size", "seq_len", "layers", "heads", "hidden", "vocab_size"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if cfg.hidden % cfg.heads:
-            raise ValueError(f"hidden size {cfg.hidden} must be divisible by the number of heads {cfg.heads}")
-        if cfg.seq_len < 8 or cfg.seq_len > 4096:
-            raise ValueError("seq_len must be between 8 and 4096")
-        if not 0 < cfg.lr:
-            raise ValueError("lr must be positive")
-        if not 0 < cfg.mlm_probability < 1:
-            raise ValueError("mlm_probability must be in (0, 1)")
-        return cfg
 
+class _StopRequest:
+    """Set by SIGTERM / SIGINT (or an OUT/STOP file): finish the current step, checkpoint, stop."""
 
-class TrainingError(ValueError):
-    """Training stopped because of something the user can fix (a bad corpus, a diverging run)."""
+    CHECK_EVERY_S = 0.2  # look for the STOP file at most this often (a stat per step costs at tiny sizes)
 
+    def __init__(self, out: Path):
+        self.out, self.signalled, self.file = out, False, False
+        self.old, self.checked = {}, 0.0
 
-# ---------------------------------------------------------------------------------------------------
-# Model construction
-
-
-def build_model(cfg: TrainConfig, tok) -> torch.nn.Module:
-    import transformers as T
-
-    from model.train.elmo import ElmoConfig, ElmoLM
-
-    v, h, l, a, n = len(tok), cfg.hidden, cfg.layers, cfg.heads, cfg.seq_len
-    common = dict(hidden_size=h, num_hidden_layers=l, num_attention_heads=a, intermediate_size=4 * h,
-                  vocab_size=v, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(cfg.seed)
-    if cfg.arch == "bert":
-        m = T.BertForPreTraining(T.BertConfig(max_position_embeddings=n, **common))
-    elif cfg.arch == "roberta":
-        m = T.RobertaForMaskedLM(T.RobertaConfig(max_position_embeddings=n + 2, bos_token_id=tok.bos_token_id,
-                                                 eos_token_id=tok.eos_token_id, **common))
-    elif cfg.arch == "albert":
-        # factorized embeddings: vocab -> embedding_size -> hidden; one layer's weights shared by all layers
-        m = T.AlbertForPreTraining(T.AlbertConfig(embedding_size=max(32, h // 2), max_position_embeddings=n, **common))
-    elif cfg.arch == "gpt2":
-        m = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=v, n_embd=h, n_layer=l, n_head=a, n_positions=n,
-                                           bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
-    else:
-        return ElmoLM(ElmoConfig(vocab_size=v, embed_dim=h, hidden_dim=2 * h, num_layers=2, max_positions=4096))
-    m.config._attn_implementation = "sdpa"  # training needs no attention weights; inspection records its own
-    return m
-
-
-def forward_loss(model, arch: str, batch: dict) -> torch.Tensor:
-    if arch == "elmo":
-        return _elmo_loss(model, batch)
-    if arch == "gpt2":
-        return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-    kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    if arch == "bert":
-        kw.update(token_type_ids=batch["token_type_ids"], next_sentence_label=batch["pair_labels"])
-    elif arch == "albert":
-        kw.update(token_type_ids=batch["token_type_ids"], sentence_order_label=batch["pair_labels"])
-    return model(**kw).loss
-
-
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    tok: object
-    train: dict[str, torch.Tensor]
-    heldout: dict[str, torch.Tensor]
-    unigram_loss: float  # held-out cross-entropy (nats) of a unigram model fitted on the training split
-    corpus: Corpus
-
-
-def prepare(cfg: TrainConfig, tok=None) -> Prepared:
-    """Corpus -> tokenizer -> train / held-out example tensors. Raises CorpusError before anything is written."""
-    corpus = load_corpus(cfg.corpus)
-    docs = corpus.documents
-    g = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(docs), generator=g).tolist()
-    n_held = max(2, int(len(docs) * cfg.heldout_share)) if len(docs) >= 20 else 0
-    held_docs = [docs[i] for i in order[:n_held]]
-    train_docs = [docs[i] for i in order[n_held:]] or docs
-    if tok is None:
-        positions = cfg.seq_len
-        tok = train_tokenizer(cfg.arch, (s for d in train_docs for s in d), cfg.vocab_size, max_length=positions)
-    build = _builder(cfg, tok)
-    train_ids = D.tokenize_documents(tok, train_docs, cfg.arch)
-    train = build(train_ids, cfg.seed)
-    n_needed = cfg.batch_size
-    if train["input_ids"].shape[0] < n_needed:
-        raise CorpusError(f"the corpus gives {train['input_ids'].shape[0]} training examples of {cfg.seq_len} tokens; "
-                          f"one batch needs {n_needed}")
-    if held_docs:
-        try:
-            heldout = build(D.tokenize_documents(tok, held_docs, cfg.arch), cfg.seed + 1)
-        except (CorpusError, ValueError):
-            heldout = {k: v[-cfg.batch_size:] for k, v in train.items()}
-    else:
-        heldout = {k: v[-cfg.batch_size:] for k, v in train.items()}
-    counts = torch.bincount(train["input_ids"].reshape(-1), minlength=len(tok)).float() + 1.0
-    special = torch.tensor(tok.all_special_ids)
-    counts[special] = 1.0
-    logp = (counts / counts.sum()).log()
-    held = heldout["input_ids"].reshape(-1)
-    held = held[~torch.isin(held, special)]
-    unigram = float(-logp[held].mean()) if held.numel() else float("nan")
-    return Prepared(tok, train, heldout, unigram, corpus)
-
-
-def _builder(cfg: TrainConfig, tok) -> Callable:
-    n = cfg.seq_len
-    if cfg.arch in ("gpt2", "elmo"):
-        return lambda docs, seed: D.packed_blocks(docs, n, tok.eos_token_id)
-    if cfg.arch == "roberta":
-        return lambda docs, seed: D.full_sentences(docs, n, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-    kind = "nsp" if cfg.arch == "bert" else "sop"
-    return lambda docs, seed: D.sentence_pairs(docs, n, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, kind, seed)
-
-
-def make_batch(cfg: TrainConfig, prep: Prepared, step: int, rows: torch.Tensor, examples: dict) -> dict:
-    batch = {k: v[rows] for k, v in examples.items()}
-    if cfg.arch in ("bert", "roberta", "albert"):
-        m = D.apply_mlm(batch, prep.tok, arch=cfg.arch, step=step, seed=cfg.seed, mlm_probability=cfg.mlm_probability,
-                        dynamic=cfg.dynamic_masking, whole_word=cfg.whole_word, example_index=rows)
-        batch["input_ids"], batch["labels"] = m.input_ids, m.labels
-    return batch
-
-
-# ---------------------------------------------------------------------------------------------------
-# Files
-
-
-class Run:
-    """Files of one run directory. Only rank 0 writes."""
-
-    def __init__(self, out: Path, rank: int = 0):
-        self.out, self.rank = out, rank
-        self.ckpt = out / "checkpoints"
-        self.events = out / "events.jsonl"
-
-    def emit(self, event: dict, callbacks) -> None:
-        event = {"time": time.time(), **event}
-        for cb in callbacks:
-            cb(event)
-        if self.rank == 0:
-            with open(self.events, "a", encoding="utf-8") as f:
-                f.write(json.dumps(event) + "\n")
-
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first (a checkpoint exists only once renamed into place)."""
-        if not self.ckpt.is_dir():
-            return []
-        return sorted(p for p in self.ckpt.iterdir() if p.is_dir() and p.name.startswith("step-")
-                      and (p / "trainer_state.pt").is_file())
-
-    def clean_temp(self) -> None:
-        for parent in (self.out, self.ckpt):
-            if parent.is_dir():
-                for p in parent.iterdir():
-                    if p.name.startswith(".tmp"):
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def save_model_dir(model, tok, path: Path) -> None:
-    inner = model.module if hasattr(model, "module") else model
-    inner.save_pretrained(path)
-    tok.save_pretrained(path)
-
-
-def write_checkpoint(run: Run, model, tok, opt, sched, step: int, keep_last: int) -> Path:
-    """Write into a temp dir beside the target, fsync, then rename: a checkpoint is either whole or absent."""
-    run.ckpt.mkdir(parents=True, exist_ok=True)
-    final = run.ckpt / f"step-{step:07d}"
-    tmp = run.ckpt / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_model_dir(model, tok, tmp)
-        state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "rng_cpu": torch.get_rng_state()}
-        torch.save(state, tmp / "trainer_state.pt")
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: the previous checkpoint stays intact
-        raise
-    for old in run.checkpoints()[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _load_model_weights(model, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    inner = model.module if hasattr(model, "module") else model
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = inner.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not _is_tied(inner, k)]
-    if bad or unexpected:
-        raise TrainingError(f"checkpoint {path} does not match the model ({len(bad)} missing, {len(unexpected)} unexpected weights)")
-
-
-def _is_tied(model, key: str) -> bool:
-    tied = getattr(model, "_tied_weights_keys", None) or {}
-    return key in tied or any(key.endswith(k) for k in ("decoder.weight", "decoder.bias", "lm_head.weight"))
-
-
-# ---------------------------------------------------------------------------------------------------
-# The loop
-
-
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
-
-
-class _StopFlag:
-    def __init__(self):
-        self.stop = False
-
-    def __call__(self, *_):
-        self.stop = True
-
-
-@torch.no_grad()
-def evaluate(model, cfg: TrainConfig, prep: Prepared) -> dict:
-    """Held-out loss, perplexity, masked-token top-1 (MLM) and pair accuracy (NSP / SOP), fixed masks."""
-    model.eval()
-    ex = prep.heldout
-    n = ex["input_ids"].shape[0]
-    losses, correct, total, pair_ok, pair_n = [], 0, 0, 0, 0
-    inner = model.module if hasattr(model, "module") else model
-    for b in range(min(cfg.eval_batches, max(1, math.ceil(n / cfg.batch_size)))):
-        rows = torch.arange(b * cfg.batch_size, min(n, (b + 1) * cfg.batch_size))
-        if len(rows) == 0:
-            break
-        batch = make_batch(replace(cfg, dynamic_masking=True, seed=cfg.seed + 99), prep, 10_000_000 + b, rows, ex)
-        if cfg.arch == "elmo":
-            losses.append(float(inner.loss(batch["input_ids"])))
-            continue
-        if cfg.arch == "gpt2":
-            losses.append(float(inner(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss))
-            continue
-        kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        if "token_type_ids" in batch:
-            kw["token_type_ids"] = batch["token_type_ids"]
-        out = inner(**kw)
-        logits = out.logits if hasattr(out, "logits") else out.prediction_logits
-        sel = batch["labels"] != -100
-        losses.append(float(torch.nn.functional.cross_entropy(logits[sel], batch["labels"][sel])))
-        correct += int((logits[sel].argmax(-1) == batch["labels"][sel]).sum())
-        total += int(sel.sum())
-        rel = getattr(out, "seq_relationship_logits", None)
-        rel = rel if rel is not None else getattr(out, "sop_logits", None)
-        if rel is not None:
-            pair_ok += int((rel.argmax(-1) == batch["pair_labels"]).sum())
-            pair_n += len(rows)
-    model.train()
-    loss = sum(losses) / len(losses)
-    res = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "unigram_loss": prep.unigram_loss,
-           "unigram_perplexity": math.exp(min(prep.unigram_loss, 50)),
-           "plateau": bool(loss > prep.unigram_loss - 0.1)}
-    if total:
-        res["accuracy"] = correct / total
-    if pair_n:
-        res["pair_accuracy"] = pair_ok / pair_n
-    return res
-
-
-def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = (), prepared: Prepared | None = None) -> dict:
-    """Train (or resume) and return the training record. Raises TrainingError / CorpusError / ValueError
-    with a clear message for problems a user can fix."""
-    cfg = cfg.resolved()
-    out = Path(cfg.out_dir)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = Run(out, rank)
-    existing = run.checkpoints()
-    if not cfg.resume and out.exists() and (existing or (out / "config.json").exists()):
-        raise TrainingError(f"{out} already holds a trained model or checkpoints; use --resume to continue it or choose a new --out")
-    if cfg.resume and not existing:
-        raise TrainingError(f"nothing to resume in {out}: no complete checkpoint under {run.ckpt}")
-
-    # Everything that can fail on bad input happens before the first file is written.
-    tok = None
-    if cfg.resume:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(existing[-1]))
-    prep = prepared or prepare(cfg, tok)
-    if world > 1 and cfg.batch_size % world:
-        raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {world}")
-
-    model = build_model(cfg, prep.tok)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
-    start = 0
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        run.clean_temp()
-    if cfg.resume:
-        ck = existing[-1]
-        _load_model_weights(model, ck)
-        state = torch.load(ck / "trainer_state.pt", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        start = int(state["step"])
-        if rank == 0 and run.events.exists():  # drop events logged after that checkpoint
-            kept = [ln for ln in run.events.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start
-                    and json.loads(ln)["type"] not in ("done", "stopped", "error")]
-            tmp = run.events.with_name(".tmp-events")
-            tmp.write_text("".join(k + "\n" for k in kept))
-            os.replace(tmp, run.events)
-    else:
-        torch.manual_seed(cfg.seed + rank)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    model.train()
-
-    stop = _StopFlag()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
-    n_train = prep.train["input_ids"].shape[0]
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    run.emit({"type": "resume" if cfg.resume else "start", "step": start, "total_steps": cfg.steps,
-              "config": asdict(cfg), "corpus": prep.corpus.name, "fingerprint": prep.corpus.fingerprint,
-              "train_examples": n_train, "unigram_loss": prep.unigram_loss, "world_size": world}, callbacks)
-    t0, last_eval, losses = time.time(), None, []
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else _nullcontext()
-    status, step = "done", start
-    try:
-        for step in range(start, cfg.steps):
-            if stop.stop or (out / "STOP").exists():
-                status = "stopped"
-                break
-            rows = D.batch_indices(n_train, cfg.batch_size, step, cfg.seed)[rank::world]
-            batch = make_batch(cfg, prep, step, rows, prep.train)
-            with autocast:
-                loss = forward_loss(model, cfg.arch, batch)
-            if not torch.isfinite(loss):
-                good = run.checkpoints()
-                where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
-                raise TrainingError(f"the loss became {float(loss)} at step {step + 1} (learning rate too high?); "
-                                    f"training stopped; {where}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            done = step + 1
-            losses.append(float(loss.detach()))
-            elapsed = time.time() - t0
-            rate = (done - start) * tokens_per_step / max(elapsed, 1e-9)
-            run.emit({"type": "step", "step": done, "loss": float(loss), "lr": sched.get_last_lr()[0],
-                      "tokens_per_s": rate, "elapsed_s": elapsed, "total_steps": cfg.steps,
-                      "eta_s": (cfg.steps - done) * tokens_per_step / max(rate, 1e-9)}, callbacks)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                last_eval = evaluate(model, cfg, prep)
-                run.emit({"type": "eval", "step": done, **last_eval}, callbacks)
-            if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                path = write_checkpoint(run, model, prep.tok, opt, sched, done, cfg.keep_last)
-                run.emit({"type": "checkpoint", "step": done, "path": str(path)}, callbacks)
-            if world > 1:
-                torch.distributed.barrier()
-        else:
-            step = cfg.steps
-        if status == "stopped" and rank == 0 and step > start and not (run.ckpt / f"step-{step:07d}").exists():
-            path = write_checkpoint(run, model, prep.tok, opt, sched, step, cfg.keep_last)
-            run.emit({"type": "checkpoint", "step": step, "path": str(path)}, callbacks)
-    except TrainingError as e:
-        run.emit({"type": "error", "step": step, "message": str(e)}, callbacks)
-        raise
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-    record = {"status": status, "arch": cfg.arch, "config": asdict(cfg), "corpus": prep.corpus.name,
-              "corpus_fingerprint": prep.corpus.fingerprint, "steps": step, "final_loss": losses[-1] if losses else None,
-              "heldout": last_eval, "unigram_loss": prep.unigram_loss, "wall_time_s": time.time() - t0,
-              "tokens_per_s": (step - start) * tokens_per_step / max(time.time() - t0, 1e-9),
-              "parameters": sum(p.numel() for p in model.parameters())}
-    if status == "done" and rank == 0:
-        write_final(run, model, prep.tok, record)
-    run.emit({"type": status, "step": step, "message": f"training {status} at step {step}"}, callbacks)
-    return record
-
-
-def _elmo_loss(model, batch):
-    inner = model.module if hasattr(model, "module") else model
-    if hasattr(model, "module"):  # DDP: run forward through the wrapper so gradients are synchronised
-        out = model(batch["input_ids"])
-        v = inner.config.vocab_size
-        ids = batch["input_ids"]
-        f = torch.nn.functional.cross_entropy(out.forward_logits[:, :-1].reshape(-1, v), ids[:, 1:].reshape(-1))
-        b = torch.nn.functional.cross_entropy(out.backward_logits[:, 1:].reshape(-1, v), ids[:, :-1].reshape(-1))
-        return (f + b) / 2
-    return inner.loss(batch["input_ids"])
-
-
-def write_final(run: Run, model, tok, record: dict) -> None:
-    """The finished model into OUT itself, file by file through a temp dir (each file appears whole)."""
-    tmp = run.out / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(model, tok, tmp)
-    (tmp / "training_record.json").write_text(json.dumps(record, indent=2, default=str))
-    _fsync_dir(tmp)
-    for f in tmp.iterdir():
-        os.replace(f, run.out / f.name)
-    tmp.rmdir()
-
-
-class _nullcontext:
     def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
-    def __exit__(self, *a):
+    def _handler(self, *_):
+        self.signalled = True
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
         return False
 
+    @property
+    def requested(self) -> bool:
+        now = time.monotonic()
+        if not self.file and now - self.checked >= self.CHECK_EVERY_S:
+            self.checked, self.file = now, (self.out / "STOP").exists()
+        return self.signalled or self.file
 
-def _main_thread() -> bool:
-    import threading
 
-    return threading.current_thread() is threading.main_thread()
+class _Dist:
+    """The process group when started by torchrun (WORLD_SIZE > 1), else a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.owner = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+            self.owner = True
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    def gather_rng(self) -> torch.Tensor:
+        """(world, state) the CPU RNG state of every rank."""
+        mine = torch.get_rng_state()
+        if self.world == 1:
+            return mine[None]
+        out = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(out, mine)
+        return torch.stack(out)
+
+    def close(self) -> None:
+        if self.owner and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _check_resume(cfg: TrainConfig, state: dict, prep: Prepared, checkpoint: Path) -> None:
+    import json
+
+    saved = json.loads(state["config"])
+    diff = [k for k in TrainConfig.RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if diff:
+        k = diff[0]
+        raise TrainingError(f"cannot resume {checkpoint}: it was trained with {k}={saved.get(k)!r}, now {k}={getattr(cfg, k)!r}")
+    if state["fingerprint"] != prep.corpus.fingerprint:
+        raise TrainingError(f"cannot resume {checkpoint}: the corpus is not the one it was trained on")
+    if int(state["step"]) > cfg.steps:
+        raise TrainingError(f"cannot resume {checkpoint}: it is at step {int(state['step'])}, beyond --steps {cfg.steps}")
+
+
+def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared | None = None) -> dict:
+    """Train (or resume) one model; returns the training record (also OUT/training_record.json).
+
+    Raises ValueError subclasses with a one-line message for anything a user can fix (CorpusError for
+    a bad corpus, TrainingError for a diverging run or a bad resume); nothing is written to OUT before
+    the corpus, the tokenizer and the examples are known to be good.
+    """
+    import json
+
+    started = time.time()
+    cfg = cfg.resolved()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    run = RunDir(out)
+    if not cfg.resume and run.has_results():
+        raise TrainingError(f"{out} already holds a trained model or checkpoints; add --resume to continue it, "
+                            "or choose another --out")
+    checkpoint = run.latest_checkpoint() if cfg.resume else None
+    if cfg.resume and checkpoint is None:
+        raise TrainingError(f"nothing to resume in {out}: no complete checkpoint under {run.ckpt}")
+    state = read_state(checkpoint) if checkpoint else None
+    tok = None
+    if checkpoint:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+    prep = prepared or prepare(cfg, tok)
+    if state is not None:
+        _check_resume(cfg, state, prep, checkpoint)
+
+    d = _Dist()
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
+    run.rank = d.rank
+    model = build_model(cfg.arch, vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads,
+                        seq_len=cfg.seq_len, dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok)
+    objective = Objective(model, cfg.arch)
+    opt = make_optimizer(objective, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    start, prior_time = 0, 0.0
+    if state is not None:
+        load_weights(model, checkpoint)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng[d.rank if d.rank < len(rng) else 0].clone())  # clone: its own storage
+        start, prior_time = int(state["step"]), float(state["wall_time_s"])
+    else:
+        torch.manual_seed(cfg.seed * 1000 + 1 + d.rank)  # dropout stream, independent of the init stream
+    if d.rank == 0:  # the first write to OUT
+        out.mkdir(parents=True, exist_ok=True)
+        run.clean_temp()
+        stop_file = out / "STOP"
+        if stop_file.exists() and stop_file.stat().st_mtime < started:  # addressed to an earlier process
+            stop_file.unlink(missing_ok=True)
+        if cfg.resume:
+            run.truncate_events(start)
+    step_fn = torch.nn.parallel.DistributedDataParallel(objective) if d.world > 1 else objective
+    objective.train()
+    params = list(objective.parameters())  # walking the module tree every step costs ~0.3 ms at tiny sizes
+
+    cbs = list(callbacks) if d.rank == 0 else []
+
+    def emit(event: dict) -> None:
+        event = {"type": event.pop("type"), "time": time.time(), **event}
+        for cb in cbs:
+            cb(event)
+        run.append_event(event)
+
+    def save(step: int) -> Path | None:
+        rng = d.gather_rng()  # collective: every rank takes part
+        if d.rank != 0:
+            return None
+        st = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
+              "config": json.dumps(asdict(cfg)), "fingerprint": prep.corpus.fingerprint,
+              "examples_seen": step * cfg.batch_size, "epoch": step * cfg.batch_size // prep.num_train,
+              "wall_time_s": prior_time + time.time() - t0}
+        path = write_checkpoint(run, model, prep.tok, st, step, cfg.keep_last)
+        emit({"type": "checkpoint", "step": step, "path": str(path)})
+        return path
+
+    emit({"type": "resume" if cfg.resume else "start", "step": start, "total_steps": cfg.steps, "config": asdict(cfg),
+          "corpus": prep.corpus.name, "fingerprint": prep.corpus.fingerprint, "train_examples": prep.num_train,
+          "heldout_source": prep.heldout_source, "baselines": prep.baselines, "world_size": d.world,
+          "parameters": sum(p.numel() for p in model.parameters())})
+    t0 = time.time()
+    train_time, status, step, last_eval, recent, last_parts = 0.0, "done", start, None, [], {}
+    tokens = 0  # positions processed (all ranks; padding trimmed from batches is not counted)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    try:
+        with _StopRequest(out) as stop:
+            for step in range(start, cfg.steps):
+                ts = time.perf_counter()
+                batch = batch_for_step(prep, cfg, step, d.rank, d.world)
+                with autocast:
+                    parts = step_fn(batch)
+                loss = parts["loss"]
+                flags = d.all_sum(torch.stack([loss.detach().float(), torch.tensor(float(stop.requested))]))
+                if flags[1] > 0:
+                    status = "stopped"
+                    break
+                mean_loss = float(flags[0]) / d.world
+                if not math.isfinite(mean_loss):
+                    good = run.latest_checkpoint()
+                    where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written"
+                    raise TrainingError(f"the loss became {mean_loss} at step {step + 1} (learning rate too high? "
+                                        f"it is {cfg.lr}); training stopped; {where}")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                train_time += time.perf_counter() - ts
+                tokens += batch["input_ids"].numel() * d.world
+                done = step + 1
+                recent = (recent + [mean_loss])[-20:]
+                last_parts = {k: float(v.detach()) for k, v in parts.items() if k.endswith("loss")}
+                emit({"type": "step", "step": done, "loss": mean_loss, "lr": sched.get_last_lr()[0],
+                      "tokens_per_s": tokens / max(train_time, 1e-9), "elapsed_s": prior_time + time.time() - t0,
+                      "total_steps": cfg.steps, "eta_s": (cfg.steps - done) * train_time / (done - start),
+                      **{k: v for k, v in last_parts.items() if k != "loss"}})
+                if d.rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    last_eval = evaluate(objective, cfg, prep)
+                    emit({"type": "eval", "step": done, **last_eval})
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    save(done)
+            else:
+                step = cfg.steps
+            if status == "stopped" and step > start and not (run.ckpt / f"step-{step:07d}").exists():
+                save(step)
+    except TrainingError as e:
+        emit({"type": "error", "step": step, "message": str(e)})
+        run.close()
+        d.close()
+        raise
+    except BaseException:
+        run.close()
+        raise
+
+    wall = prior_time + time.time() - t0
+    record = {
+        "status": status, "arch": cfg.arch, "config": asdict(cfg), "corpus": prep.corpus.name,
+        "corpus_fingerprint": prep.corpus.fingerprint, "steps": step, "total_steps": cfg.steps,
+        "final_train_loss": sum(recent) / len(recent) if recent else None,  # mean of the last 20 steps
+        "final_losses": last_parts, "heldout": last_eval, "heldout_source": prep.heldout_source,
+        "baselines": prep.baselines, "wall_time_s": wall,
+        "tokens_per_s": tokens / max(train_time, 1e-9),
+        "parameters": sum(p.numel() for p in model.parameters()), "world_size": d.world,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "objective": {"bert": "MLM + NSP", "roberta": "MLM (dynamic masking, full sentences)", "albert": "MLM + SOP",
+                      "gpt2": "causal LM", "elmo": "forward LM + backward LM"}[cfg.arch],
+    }
+    if cfg.arch in MLM_ARCHS:
+        record["masking"] = {"mlm_probability": cfg.mlm_probability, "dynamic": cfg.dynamic_masking,
+                             "whole_word": cfg.whole_word, "split": "80% mask / 10% random / 10% kept"}
+    if status == "done" and d.rank == 0:
+        write_final(run, model, prep.tok, record)
+    msg = (f"training done: {step} steps in {wall:.1f} s" if status == "done" else
+           f"training stopped at step {step}; continue with --resume")
+    emit({"type": status, "step": step, "message": msg})
+    run.close()
+    d.close()
+    return record
