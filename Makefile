@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast browser-deps demo-models bench loadtest clean
+.PHONY: setup run test test-fast browser-deps demo-models bench loadtest screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,16 @@ demo-models: setup
 
 bench: setup
 	$(VENV)/bin/lmscope bench
+
+# A screenshot of every page (docs/screenshots/*.png, 1400x1000) taken by the browser tests on the demo models (assets/models).
+screenshots: setup browser-deps
+	LMSCOPE_SCREENSHOT_DIR=docs/screenshots OMP_NUM_THREADS=1 $(PY) -m pytest -m browser tests/app/test_browser_pages.py -q
+
+# 20 concurrent sessions for 3 minutes against `lmscope app` while a training job runs (README: Reliability).
+# LOADTEST_ARGS="--minutes 2 --tiny" for tiny models when assets/models is not there.
+LOADTEST_ARGS ?=
+loadtest: setup
+	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -14,12 +14,15 @@ User mistakes come back as `None` after an `st.error`/`st.warning` explaining th
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import streamlit as st
 
 from app import state
+from model import jobs
 from model.inspect import InputError, inspect
 from model.load import LoadedModel, ModelLoadError, load_model
 from model.registry import ModelEntry, list_models
@@ -40,6 +43,22 @@ input, textarea { font-size: 1.3rem !important; color: #000 !important; border: 
 """
 
 
+def _server_log() -> None:
+    """lmscope's own log lines (e.g. `lmscope.load: loaded model ...`, once per model and process) on the
+    server's stderr, next to Streamlit's. Only under a real server: not in AppTest or a CLI process."""
+    from streamlit.runtime import Runtime
+
+    log = logging.getLogger("lmscope")
+    if Runtime.exists() and not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+_server_log()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Frame (called by app/main.py)
 
@@ -50,6 +69,44 @@ def lecture_mode() -> bool:
     if on:
         st.html(LECTURE_CSS)  # st.html keeps <style> (it strips scripts), and CSS applies page-wide
     return on
+
+
+def server_session_id() -> str | None:
+    """The id the Streamlit server knows this browser session by (None outside a script run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def live_server_sessions() -> set[str] | None:
+    """Ids of the sessions this server still holds (connected, or within Streamlit's reconnect window);
+    None when not running under a Streamlit server (AppTest, bare mode)."""
+    try:
+        from streamlit.runtime import Runtime
+
+        if not Runtime.exists():
+            return None
+        return {info.session.id for info in Runtime.instance()._session_mgr.list_sessions()}
+    except Exception:  # a private API: if it moves, fall back to the finalizers and the dead-process rule
+        return None
+
+
+UPLOAD_SWEEP_S = 30.0  # look for upload folders of ended sessions at most this often (per server process)
+_last_sweep = [0.0]
+
+
+def sweep_uploads(force: bool = False) -> None:
+    """Remove the upload folders of sessions that have ended (see `model.jobs.sweep_uploads`); cheap,
+    throttled, called by the frame after every run."""
+    now = time.monotonic()
+    if not force and now - _last_sweep[0] < UPLOAD_SWEEP_S:
+        return
+    _last_sweep[0] = now
+    try:
+        jobs.sweep_uploads(live_server_sessions())
+    except OSError:
+        pass
 
 
 def image_format_picker() -> str:

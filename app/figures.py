@@ -291,7 +291,7 @@ def tokenization_figure(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> go.
             fig.add_trace(go.Bar(
                 base=g["base"], x=g["x"], y=[label] * len(g["x"]), orientation="h", text=g["text"], textposition="inside",
                 insidetextanchor="middle", marker=dict(color=color, line=dict(color="#444", width=1)),
-                hovertext=g["hover"], hoverinfo="text", showlegend=False, name=f"{name} {kind}",
+                hovertext=g["hover"], hoverinfo="text", showlegend=False, name=f"{label} {kind}",
                 textfont=dict(color="#fff" if kind == "unknown" else "#000"),
             ))
     fig.update_layout(

@@ -285,7 +285,7 @@ def aligned_figure(text: str, rows: Sequence[ProbRow]) -> go.Figure:
         toks = [(t, p) for t, p in zip(r.tokens, r.probs) if not t.special and t.end > t.start]
         fig.add_trace(go.Bar(
             y=[lane] * len(toks), x=[t.end - t.start for t, _ in toks], base=[t.start for t, _ in toks],
-            orientation="h", name=r.label, showlegend=False,
+            orientation="h", name=html.escape(r.label), showlegend=False,
             marker=dict(color=[(-1.0 if math.isnan(p) else p) for _, p in toks], colorscale=NAN_GREY_VIRIDIS,
                         cmin=-0.01, cmax=1, line=dict(color="white", width=1), showscale=lane == lanes[0],
                         colorbar=dict(title="p") if lane == lanes[0] else None),
@@ -311,7 +311,7 @@ def probability_bars(rows: Sequence[ProbRow]) -> go.Figure:
     for i, r in enumerate(rows, start=1):
         sel = [(t, p) for t, p in zip(r.tokens, r.probs) if not t.special]
         labels = _unique([label(t.text) for t, _ in sel])
-        fig.add_trace(go.Bar(x=labels, y=[None if math.isnan(p) else p for _, p in sel], name=r.label, showlegend=False,
+        fig.add_trace(go.Bar(x=labels, y=[None if math.isnan(p) else p for _, p in sel], name=html.escape(r.label), showlegend=False,
                              marker_color=KEPT_COLOR, hovertemplate="%{x}<br>p = %{y:.4f}<extra></extra>"), row=i, col=1)
         fig.update_yaxes(range=[0, 1], title_text="p", row=i, col=1)
     fig.update_layout(height=80 + 220 * len(rows), margin=dict(t=40, b=20, l=40, r=10))

@@ -10,7 +10,7 @@ MAIN = Path(__file__).resolve().parent / "main.py"
 
 def streamlit_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        sys.executable, "-m", "app.serve", "run", str(MAIN),  # Streamlit's CLI + a warm-up thread
         "--server.headless", "true",
         "--server.address", host,
         "--server.port", str(port),

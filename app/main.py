@@ -31,7 +31,18 @@ PAGES = [
 def pages() -> list:
     found = [(f, t) for f, t in PAGES if (PAGES_DIR / f).is_file()]
     # No icons: Streamlit fetches a page's material icon from a font CDN to use it as the favicon.
-    return [st.Page(str(PAGES_DIR / f), title=t, url_path=Path(f).stem, default=(n == 0)) for n, (f, t) in enumerate(found)]
+    views = [st.Page(str(PAGES_DIR / f), title=t, url_path=Path(f).stem) for f, t in found]
+    if not views:
+        return views
+
+    def home() -> None:
+        """`/` opens the first page at its own path with the same query string: Streamlit serves a default
+        page only at `/`, so a visible default would make `/models` a "page not found"."""
+        params = st.query_params.to_dict()
+        state.keep(*params)  # so that publish(), after this run, hands the query string on instead of clearing it
+        st.switch_page(views[0], query_params=params)
+
+    return [st.Page(home, title="lmscope", url_path="home", default=True, visibility="hidden"), *views]
 
 
 st.set_page_config(page_title="lmscope", layout="wide")
@@ -45,3 +56,4 @@ finally:
         common.lecture_mode()
         common.image_format_picker()
     state.publish()
+    common.sweep_uploads()  # upload folders of sessions that have ended

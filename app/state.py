@@ -191,7 +191,7 @@ def text_input(label: str, key: str, default: str = "", *, area: bool = False, *
 
 def _number(value: Any, default: int | float) -> int | float:
     """`value` as the type of `default` (bools and unparsable values give `default`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN: `?temperature=nan`
         return default
     return type(default)(value)
 

@@ -201,10 +201,43 @@ def bench_attention_payload(model_dir: Path, n_tokens: int = 512, bertviz_views=
     ]
 
 
+def bench_threads(model_dir: Path, lengths=(32, 128, 512), repeat: int = 8) -> list[Figure]:
+    """inspect() with two torch threads against one, per input length: the measurement behind the app's
+    thread setting (model.load.APP_TORCH_THREADS). Calls alternate so background load hits both alike."""
+    import torch
+
+    from model.inspect import inspect
+    from model.load import load_model
+
+    m = load_model(model_dir)
+    figs = []
+    old = torch.get_num_threads()
+    try:
+        for n in lengths:
+            text = text_of(n)
+            times: dict[int, list[float]] = {1: [], 2: []}
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                inspect(m, text)  # warm-up
+            for _ in range(repeat):
+                for threads in (1, 2):
+                    torch.set_num_threads(threads)
+                    t = time.perf_counter()
+                    inspect(m, text)
+                    times[threads].append(time.perf_counter() - t)
+            two, one = (float(np.median(times[k]) * 1000) for k in (2, 1))
+            figs.append(Figure(f"inspection {n} tok, 12x12, 2 threads vs 1", two, one, "ms", "(reported)", True,
+                               "baseline: the same call on 1 thread"))
+    finally:
+        torch.set_num_threads(old)
+    return figs
+
+
 def run(full: bool = False) -> list[Figure]:
     with tempfile.TemporaryDirectory() as d:
         model_dir = build_bert(Path(d) / "bert12x12")
         figs = [bench_inspection(model_dir, 128, repeat=20 if full else 8)]
+        figs += bench_threads(model_dir, repeat=10 if full else 4)
         figs += bench_attention_payload(model_dir, 512, ("head_view", "model_view") if full else ("head_view",))
         figs.append(bench_memory(model_dir, 1024))
     return figs

@@ -91,10 +91,36 @@ def run(quick: bool = True, *, full: bool | None = None) -> list[Row]:
                         target=f">= {TARGET_SPEEDUP:g}x" if target else "(reported)",
                         passed=speedup >= TARGET_SPEEDUP if target else True, repeat=repeat,
                     ))
+            rows.append(_eager_inspection_row(model_dir, onnx_path, repeat))
             rows.append(_bare_forward_row(model_dir, onnx_path, repeat))
         finally:
             torch.set_num_threads(old_threads)
     return rows
+
+
+def _eager_inspection_row(model_dir: Path, onnx_path: Path, repeat: int, n: int = 128) -> Row:
+    """The same inspect() call through a torch backend that runs transformers' *eager* attention with
+    output_attentions (what "torch eager" means in the ONNX issue), against onnxruntime, 1 thread."""
+    import dataclasses
+
+    import torch
+    from transformers import BertForMaskedLM
+
+    from bench.engine import text_of
+    from model.backends.onnx_backend import load_onnx
+    from model.backends.torch_backend import TorchBackend
+    from model.inspect import inspect
+    from model.load import load_model
+
+    torch.set_num_threads(1)
+    m = load_model(model_dir)
+    eager = BertForMaskedLM.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    eager_model = dataclasses.replace(m, backend=TorchBackend(eager, "BertForMaskedLM", record_attention=False))
+    onnx_model = load_onnx(onnx_path, onnx_path.name, threads=1)
+    text = text_of(n).replace("fox", "[MASK]", 1)
+    ms = _median_ms({"torch": lambda: inspect(eager_model, text), "onnx": lambda: inspect(onnx_model, text)}, repeat)
+    return Row(name=f"inspection {n} tok, 1 thread, vs torch eager", tokens=n, threads=1, torch_ms=ms["torch"],
+               onnx_ms=ms["onnx"], speedup=ms["torch"] / ms["onnx"], target="(reported)", passed=True, repeat=repeat)
 
 
 def _bare_forward_row(model_dir: Path, onnx_path: Path, repeat: int, n: int = 128) -> Row:

@@ -47,9 +47,13 @@ def _text(args: argparse.Namespace, attr: str = "text") -> str:
         except UnicodeDecodeError as e:
             raise UserError(f"{path} is not valid UTF-8 (byte {e.start})") from None
     if value == "-":
-        return sys.stdin.read()
+        value = sys.stdin.read()
     if value is None:
         raise UserError("no text given (pass TEXT, '-' for stdin, or --file PATH)")
+    try:  # invalid UTF-8 bytes in argv/stdin arrive as lone surrogates (surrogateescape)
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"the text is not valid UTF-8 (character {e.start} is a lone surrogate or an undecodable byte)") from None
     return value
 
 
@@ -107,6 +111,8 @@ def cmd_inspect(args):
 
     m = _load(args.model)
     r = inspect(m, _text(args), args.pair, top_k=args.top_k, pll=args.pll, logit_lens=args.logit_lens)
+    asked_for_a_head = args.layer is not None or args.head is not None
+    args.layer, args.head = args.layer or 0, args.head or 0
     payload: dict[str, Any] = {
         "model": m.name, "tokens": r.token_json(), "num_layers": r.num_layers, "num_heads": r.num_heads,
         "hidden_norms": [[_r(v, 4) for v in row] for row in r.hidden_norms], "warnings": r.warnings,
@@ -119,7 +125,7 @@ def cmd_inspect(args):
             hs = r.head_summary
             payload["summaries"] = {k: [[_r(v, 4) for v in row] for row in getattr(hs, k)]
                                     for k in ("entropy", "distance", "special_share", "max_entropy")}
-    elif args.layer or args.head:
+    elif asked_for_a_head:
         raise UserError(r.unavailable.get("attention", "this model has no attention"))
     payload["masks"] = [mp.to_json() for mp in r.masks]
     if r.surprisal is not None:
@@ -173,6 +179,8 @@ def cmd_generate(args):
         m, _text(args, "prompt"), strategy=args.strategy, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, typical_p=args.typical_p,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty, num_beams=args.num_beams, seed=args.seed,
+        length_penalty=args.length_penalty,
+        early_stopping={"false": False, "true": True, "never": "never"}[args.early_stopping],
     )
     payload = res.to_json()
     payload["model"] = m.name
@@ -215,7 +223,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI. `command`: the subcommand about to run -- `train` and `export-onnx` import torch to
+    declare their own arguments (~2 s), so they are declared only when that command runs."""
     p = _Parser(prog="lmscope", description="Look inside BERT- and GPT-2-style language models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -237,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("inspect", help="tokens, one head's attention map, summaries and predictions")
     common(sp)
-    sp.add_argument("--layer", type=int, default=0)
-    sp.add_argument("--head", type=int, default=0)
+    sp.add_argument("--layer", type=int, default=None, help="default 0")
+    sp.add_argument("--head", type=int, default=None, help="default 0")
     sp.add_argument("--top-k", type=int, default=5)
     sp.add_argument("--pll", action="store_true", help="masked LM: pseudo-log-likelihood per token")
     sp.add_argument("--logit-lens", action="store_true", help="each layer's top predictions")
@@ -262,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--min-p", type=float, default=0.0)
     sp.add_argument("--repetition-penalty", type=float, default=1.0)
     sp.add_argument("--num-beams", type=int, default=4)
+    sp.add_argument("--length-penalty", type=float, default=1.0, help="beam: score / length**penalty")
+    sp.add_argument("--early-stopping", choices=["false", "true", "never"], default="false",
+                    help="beam: stop when num-beams hypotheses are done (true), as transformers' early_stopping")
     sp.add_argument("--max-new-tokens", type=int, default=20)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_generate)
@@ -273,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train a small BERT / RoBERTa / ALBERT / GPT-2 / ELMo")
     try:
+        if command != "train":
+            raise ImportError("not needed for this command")
         from model.train.run import add_train_arguments
 
         add_train_arguments(sp)
@@ -281,10 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("export-onnx", help="export a model to ONNX with its attention maps, checked against torch")
-    from model.export_onnx import add_export_arguments, run_export
+    if command == "export-onnx":
+        from model.export_onnx import add_export_arguments, run_export
 
-    add_export_arguments(sp)
-    sp.set_defaults(func=run_export)
+        add_export_arguments(sp)
+        sp.set_defaults(func=run_export)
 
     sp = sub.add_parser("bench", help="run the benchmarks against baselines measured in the same run")
     sp.add_argument("--full", action="store_true", help="the long version")
@@ -299,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed `usage` and the error

@@ -6,7 +6,8 @@
     $ lmscope export-onnx assets/models/bert --out out/bert.onnx [--opset 17] [--fp16]
 
 What lands beside FILE.onnx (all written under temporary names in the same directory, checked, then
-renamed; a failed or interrupted export leaves none of them behind):
+renamed; a failed or interrupted export leaves none of them behind, and the temp directory of a killed one
+is removed by the next export to the same file):
 
     FILE.onnx          inputs  input_ids, attention_mask (+ token_type_ids for BERT / ALBERT): (batch, seq) int64,
                                both axes dynamic
@@ -255,7 +256,8 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.name[: -len(".onnx")]
     head_out, meta_out = out.with_name(stem + ".head.onnx"), out.with_name(stem + ".lmscope.json")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.export-", dir=out.parent))
+    _remove_dead_exports(out.parent, stem)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.export-{os.getpid()}-", dir=out.parent))
     try:
         tok_dir = tmp / "tokenizer"
         tok_files = [Path(f).name for f in tok.save_pretrained(str(tok_dir))]
@@ -314,6 +316,27 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
     )
 
 
+def _remove_dead_exports(directory: Path, stem: str) -> list[Path]:
+    """Remove the temp directories of earlier exports to the same file whose process died before its own
+    cleanup could run (SIGKILL, power cut): `.STEM.export-PID-xxxx` where PID is no longer running."""
+    removed = []
+    prefix = f".{stem}.export-"
+    for d in directory.iterdir():
+        pid = d.name[len(prefix):].split("-", 1)[0] if d.name.startswith(prefix) else ""
+        if not pid.isdigit() or not d.is_dir() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (another export to the same file): not ours to touch
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def _source_path(ref) -> Path:
     from model.load import resolve
 
@@ -328,13 +351,14 @@ def _source_path(ref) -> Path:
 
 
 def _read_source(path: Path):
-    from model.load import _load_tokenizer, check_weights, read_config
+    from model.load import IMPORT_LOCK, _load_tokenizer, check_weights, read_config
 
     cfg = read_config(path)
     if cfg["model_type"] == "lmscope-elmo":
         raise ValueError(f"{path} is an ELMo model; ONNX export covers the transformer architectures only")
     check_weights(path)
-    return cfg, _load_tokenizer(path)
+    with IMPORT_LOCK:
+        return cfg, _load_tokenizer(path)
 
 
 def _fresh_model(path: Path, cfg: dict[str, Any]) -> tuple[nn.Module, str]:
@@ -348,9 +372,12 @@ def _fresh_model(path: Path, cfg: dict[str, Any]) -> tuple[nn.Module, str]:
     if arch is None:
         arch = {"bert": "BertModel", "roberta": "RobertaModel", "albert": "AlbertModel",
                 "distilbert": "DistilBertModel", "gpt2": "GPT2Model"}[cfg["model_type"]]
+    from model.load import IMPORT_LOCK
+
     try:
-        model = getattr(transformers, arch).from_pretrained(
-            str(path), local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="eager")
+        with IMPORT_LOCK:  # transformers' lazy class lookup is not thread-safe (see model.load)
+            model = getattr(transformers, arch).from_pretrained(
+                str(path), local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="eager")
     except Exception as e:
         raise ModelLoadError(f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return model.eval(), arch

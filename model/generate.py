@@ -88,6 +88,9 @@ def next_token_distribution(loaded: Any, prompt: str, cfg: SamplingConfig, top: 
     cfg.validate(loaded.backend.vocab_size)
     _check_top(top)
     ids = _prompt_ids(loaded, prompt)
+    limit = loaded.backend.max_positions
+    if limit is not None and ids.shape[1] > limit:  # past the position table: an IndexError deep in torch
+        raise ValueError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}: shorten it")
     logits = loaded.backend.next_token_logits(ids)  # (1, vocab)
     final, stages = sampling.filter_trace(logits, ids, cfg)
     return _stages(stages), _candidates(loaded.tokenizer, torch.softmax(final, -1)[0], top)

@@ -52,7 +52,8 @@ def clean_text(text: str) -> str:
     still index the caller's string."""
     if not isinstance(text, str):
         raise InputError("the text must be a string")
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if _has_surrogate(text) else text
+    # each surrogate on its own (a utf-16 round trip would join a high+low pair into one character)
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text) if _has_surrogate(text) else text
 
 
 def _has_surrogate(text: str) -> bool:
@@ -147,7 +148,8 @@ def inspect(
     result = Inspection(
         model_name=info.name, text=text, text_pair=text_pair, tokens=enc.tokens,
         num_layers=backend.num_layers if out.attention else 0, num_heads=backend.num_heads if out.attention else 0,
-        hidden_norms=torch.stack([h[0].float().norm(dim=-1) for h in hs]).numpy(),  # (L + 1, N)
+        # (L + 1, N); (0, N) for a graph that gives logits only (a foreign ONNX export)
+        hidden_norms=torch.stack([h[0].float().norm(dim=-1) for h in hs]).numpy() if hs else np.zeros((0, n), np.float32),
         warnings=list(info.warnings) + enc.warnings, unavailable=dict(info.unavailable),
     )
     if out.attention:

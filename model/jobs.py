@@ -21,8 +21,9 @@ States: queued (with `place` 1, 2, ... among all queued jobs) -> running -> fini
 stopped or failed job back in the queue, continuing from its newest checkpoint (`--resume`).
 
 Corpora: "toyworld" / "pydoc", a file inside `corpus_roots()`, or a session's upload (`save_upload`, size-
-limited, in that session's own temp directory). Any file is copied into the job directory at submit time,
-so a job never depends on a temp file or on a file that changes later. Limits per session and in total
+limited, in that session's own temp directory, removed when the session ends: `UploadGuard`,
+`sweep_uploads`). Any file is copied into the job directory at submit time, so a job never depends on a
+temp file or on a file that changes later. Limits per session and in total
 keep one browser tab from filling the queue.
 """
 from __future__ import annotations
@@ -40,11 +41,12 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from model.registry import PROJECT_ROOT, runs_dir
 
@@ -98,29 +100,135 @@ def max_upload_bytes() -> int:
     return int(mb * 2**20)
 
 
+def uploads_root() -> Path:
+    """Where every session's upload directory lives (under the system temp dir)."""
+    return Path(tempfile.gettempdir()) / "lmscope-uploads"
+
+
+def _size(n: int) -> str:
+    """Bytes for people: `1.5 MB`, `12 KB`, `800 bytes`."""
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB" if n >= 2**10 else f"{n} bytes"
+
+
 def upload_dir(session_id: str) -> Path:
-    """This session's private upload directory (under the system temp dir; the name is a hash of the session id)."""
+    """This session's private upload directory (under `uploads_root()`; the name is a hash of the session id)."""
     if not session_id:
         raise JobError("no session id")
     h = hashlib.sha256(session_id.encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / "lmscope-uploads" / h
+    return uploads_root() / h
+
+
+# ---- removing uploads when their session ends ------------------------------------------------------
+# Two mechanisms, because a server session can end in two ways:
+# - the app keeps an `UploadGuard` in the session's state; when the server drops the session (Streamlit
+#   does so when its tab has been gone for its reconnect window), the guard is garbage-collected and its
+#   finalizer removes the directory (also at the latest when the server process exits);
+# - `sweep_uploads(live)` removes directories whose marker names a server session that is no longer
+#   live, or a server process that is gone (a killed server runs no finalizer). The app runs it now and then.
+
+UPLOAD_MARKER = ".owner.json"  # {"pid": server process, "session": server session id}
+ORPHAN_UPLOAD_S = 24 * 3600  # an upload directory without a marker (not made by the app) is kept this long
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class UploadGuard:
+    """Owns one session's upload directory and removes it when the guard is closed or garbage-collected.
+
+    server_session: the id the server knows the session by (Streamlit's session id), written into the
+    directory so that `sweep_uploads` can tell whether its session is still alive."""
+
+    def __init__(self, session_id: str, server_session: str | None = None):
+        self.path = upload_dir(session_id)
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if server_session:
+            (self.path / UPLOAD_MARKER).write_text(json.dumps({"pid": os.getpid(), "session": server_session}))
+        self._finalizer = weakref.finalize(self, _remove_tree, str(self.path))
+
+    def close(self) -> None:
+        """Remove the directory now (idempotent)."""
+        self._finalizer()
+
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_uploads(live_sessions: Collection[str] | None, now: float | None = None) -> list[Path]:
+    """Remove the upload directories whose session has ended; returns what was removed.
+
+    live_sessions: the server sessions of THIS process that are still alive (None: unknown, so only
+    directories of dead server processes and unmarked ones older than ORPHAN_UPLOAD_S are removed).
+    Directories that belong to another live server process are never touched."""
+    root = uploads_root()
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for d in root.iterdir():
+        if not d.is_dir() or d.is_symlink():
+            continue
+        try:
+            owner = json.loads((d / UPLOAD_MARKER).read_text())
+            pid, session = int(owner["pid"]), str(owner["session"])
+        except (OSError, ValueError, KeyError, TypeError):
+            try:
+                stale = now - d.stat().st_mtime > ORPHAN_UPLOAD_S
+            except OSError:
+                continue
+            if stale:
+                _remove_tree(str(d))
+                removed.append(d)
+            continue
+        if pid == os.getpid():
+            gone = live_sessions is not None and session not in live_sessions
+        else:
+            gone = not _pid_alive(pid)
+        if gone:
+            _remove_tree(str(d))
+            removed.append(d)
+    return removed
 
 
 def save_upload(session_id: str, filename: str, data: bytes) -> Path:
     """Store an uploaded corpus in the session's upload directory (one file per kind, replaced by the
-    next upload); refuses files over the size limit or of another kind. The file name is never used as
-    a path: only its suffix is kept."""
+    next upload); refuses files over the size limit, of another kind, or that the trainer could not read
+    (binary, not UTF-8, bad JSON lines: said at once rather than by a failed job). The file name is never
+    used as a path: only its suffix is kept."""
+    from model.train.corpus import CorpusError, _decode, parse_jsonl, parse_txt
+
     suffix = Path(filename or "").suffix.lower()
     if suffix not in CORPUS_SUFFIXES:
         raise JobError(f"{filename!r}: upload a .txt or .jsonl file")
     limit = max_upload_bytes()
     if len(data) > limit:
-        raise JobError(f"{filename!r} is {len(data) / 2**20:.1f} MB; this server accepts corpora up to {limit / 2**20:.0f} MB")
+        raise JobError(f"{filename!r} is {_size(len(data))}; this server accepts corpora up to {_size(limit)}")
     if not data.strip():
         raise JobError(f"{filename!r} is empty")
     d = upload_dir(session_id)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = d / f"upload{suffix}"
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return path  # the page calls this on every rerun while the file sits in the uploader
+    try:
+        text = _decode(data, Path(filename))  # messages name the file as the user knows it
+        docs = parse_jsonl(text, Path(filename)) if suffix == ".jsonl" else parse_txt(text)
+    except CorpusError as e:
+        raise JobError(str(e)) from None
+    if not docs:
+        raise JobError(f"{filename!r} has no sentences")
     tmp = d / f"upload{suffix}.part"
     tmp.write_bytes(data)
     os.replace(tmp, path)

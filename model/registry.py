@@ -1,8 +1,9 @@
 """Find models already on this disk: the demo models in `assets/models`, models trained by lmscope,
 and the Hugging Face cache. Nothing is downloaded.
 
-Names: demo models are `demo/<dir>`, trained runs `runs/<dir>`, cached hub models their repo id
-(`bert-base-uncased`, `openai-community/gpt2`). `lmscope models` prints this list.
+Names: demo models are `demo/<dir>`, trained runs `runs/<dir>`, ONNX exports the path of their `.onnx`
+file under those roots without the suffix (`runs/onnx/bert-opset17-1a2b3c/model`), cached hub models their
+repo id (`bert-base-uncased`, `openai-community/gpt2`). `lmscope models` prints this list.
 
     >>> [e.name for e in list_models()]            # doctest: +SKIP
     ['demo/bert', 'demo/gpt2', 'bert-base-uncased']
@@ -38,7 +39,7 @@ def hf_hub_cache() -> Path:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model found on disk. source: "demo" | "trained" | "hf-cache"; note: why it may not load."""
+    """One model found on disk. source: "demo" | "trained" | "onnx" | "hf-cache"; note: why it may not load."""
 
     name: str
     path: str
@@ -75,6 +76,33 @@ def _dirs_with_config(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
 
 
+ONNX_DEPTH = 3  # runs/onnx/<export>/model.onnx: deep enough for the app's exports, shallow enough to stay fast
+
+
+def _onnx_entries(root: Path, prefix: str) -> list[ModelEntry]:
+    """ONNX files under `root` (FILE.head.onnx, the LM head beside a graph, is not a model of its own)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for depth in range(1, ONNX_DEPTH + 1):
+        for f in sorted(root.glob("/".join(["*"] * depth) + ".onnx")):
+            if f.name.endswith(".head.onnx") or not f.is_file():
+                continue
+            if any(part.startswith(".") for part in f.relative_to(root).parts):  # an export's temp dir
+                continue
+            meta: dict = {}
+            try:
+                meta = json.loads(f.with_name(f.name[: -len(".onnx")] + ".lmscope.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
+            meta = meta if isinstance(meta, dict) else {}
+            note = "" if meta else "no lmscope metadata: read from the graph's outputs"
+            rel = f.relative_to(root).with_suffix("").as_posix()
+            found.append(ModelEntry(f"{prefix}/{rel}", str(f), "onnx", str(meta.get("model_type", "?")),
+                                    str(meta.get("architecture", "?")), f.stat().st_size, note))
+    return found
+
+
 def _hub_snapshot(repo_dir: Path) -> Path | None:
     """The snapshot `refs/main` points at, else the newest snapshot."""
     snaps = repo_dir / "snapshots"
@@ -88,7 +116,7 @@ def _hub_snapshot(repo_dir: Path) -> Path | None:
 
 
 def list_models() -> list[ModelEntry]:
-    """Every model found: demo, then trained, then the HF cache."""
+    """Every model found: demo, then trained, then ONNX exports, then the HF cache."""
     out: list[ModelEntry] = []
     for p in _dirs_with_config(demo_dir()):
         e = _entry(f"demo/{p.name}", p, "demo")
@@ -96,6 +124,7 @@ def list_models() -> list[ModelEntry]:
     for p in _dirs_with_config(runs_dir()):
         e = _entry(f"runs/{p.name}", p, "trained")
         out += [e] if e else []
+    out += _onnx_entries(demo_dir(), "demo") + _onnx_entries(runs_dir(), "runs")
     cache = hf_hub_cache()
     if cache.is_dir():
         for repo in sorted(cache.glob("models--*")):

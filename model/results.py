@@ -132,7 +132,8 @@ class Inspection:
 
     tokens:          the N tokens, special tokens included.
     num_layers, num_heads: L and H (0 when the model has no attention, e.g. ELMo).
-    hidden_norms:    (L + 1, N) float32 L2 norm of every hidden state (row 0 = embeddings).
+    hidden_norms:    (L + 1, N) float32 L2 norm of every hidden state (row 0 = embeddings); (0, N) when the
+                     model gives no hidden states (a logits-only ONNX graph).
     head_summary:    per-head statistics, or None without attention.
     masks:           masked-LM top-k at every mask token (masked-LM models).
     next_token:      causal models: (N, K) top-k next-token predictions after every position, as

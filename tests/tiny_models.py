@@ -35,44 +35,44 @@ SENTENCES = [
 SMALL = dict(hidden=32, layers=2, heads=4, inter=64, positions=64)
 
 
-def _tok(arch: str, vocab: int):
-    return train_tokenizer(arch, SENTENCES, vocab, max_length=SMALL["positions"] - (2 if arch == "roberta" else 0))
+def _tok(arch: str, vocab: int, positions: int):
+    return train_tokenizer(arch, SENTENCES, vocab, max_length=positions - (2 if arch == "roberta" else 0))
 
 
-def _bert_config(tok, **kw) -> BertConfig:
-    s = SMALL
+def _bert_config(tok, positions: int, **kw) -> BertConfig:
+    s = dict(SMALL, positions=positions)
     return BertConfig(vocab_size=len(tok), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                       num_attention_heads=s["heads"], intermediate_size=s["inter"], max_position_embeddings=s["positions"],
                       pad_token_id=tok.pad_token_id, **kw)
 
 
-def build(arch: str, out: Path) -> Path:
-    """Build and save one tiny model. `arch` is one of ARCHS."""
+def build(arch: str, out: Path, positions: int = SMALL["positions"]) -> Path:
+    """Build and save one tiny model. `arch` is one of ARCHS; `positions`: the longest input it reads."""
     torch.manual_seed(0)
-    s = SMALL
+    s = dict(SMALL, positions=positions)
     if arch in ("bert-mlm", "bert-pretraining", "bert-encoder"):
-        tok = _tok("bert", 200)
+        tok = _tok("bert", 200, positions)
         cls = {"bert-mlm": BertForMaskedLM, "bert-pretraining": BertForPreTraining, "bert-encoder": BertModel}[arch]
-        model = cls(_bert_config(tok))
+        model = cls(_bert_config(tok, positions))
     elif arch == "distilbert-mlm":
-        tok = _tok("bert", 200)
+        tok = _tok("bert", 200, positions)
         model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tok), dim=s["hidden"], n_layers=s["layers"],
                                                        n_heads=s["heads"], hidden_dim=s["inter"],
                                                        max_position_embeddings=s["positions"], pad_token_id=tok.pad_token_id))
     elif arch == "roberta-mlm":
-        tok = _tok("roberta", 300)
+        tok = _tok("roberta", 300, positions)
         model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tok), hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                                                  num_attention_heads=s["heads"], intermediate_size=s["inter"],
                                                  max_position_embeddings=s["positions"] + 2, pad_token_id=tok.pad_token_id,
                                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
     elif arch == "albert-pretraining":
-        tok = _tok("albert", 200)
+        tok = _tok("albert", 200, positions)
         model = AlbertForPreTraining(AlbertConfig(vocab_size=len(tok), embedding_size=16, hidden_size=s["hidden"],
                                                   num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
                                                   intermediate_size=s["inter"], max_position_embeddings=s["positions"],
                                                   pad_token_id=tok.pad_token_id))
     elif arch == "gpt2":
-        tok = _tok("gpt2", 300)
+        tok = _tok("gpt2", 300, positions)
         model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                                            n_positions=s["positions"], bos_token_id=tok.bos_token_id,
                                            eos_token_id=tok.eos_token_id))

@@ -45,7 +45,8 @@ def _settings(vocab: int) -> dict:
                                           help="Pushes down tokens already in the text (1 = off)")
     with c[1]:
         top_k = state.number_input("Top-k (0 = off)", "top_k", 0, vocab, 0, help="Keep only the k most probable tokens")
-        top_p = state.slider("Top-p (nucleus)", "top_p", 0.05, 1.0, 1.0, step=0.05,
+        # default 0.9, not off: greedy decoding loops on small models and plain sampling wanders off
+        top_p = state.slider("Top-p (nucleus)", "top_p", 0.05, 1.0, 0.9, step=0.05,
                              help="Keep the smallest set of best tokens whose mass reaches p (1 = off)")
     with c[2]:
         typical_p = state.slider("Typical-p", "typical_p", 0.05, 1.0, 1.0, step=0.05,

@@ -99,6 +99,9 @@ def _corpus(owner: str) -> str | None:
             st.info("Upload a corpus file to train on it.")
             return None
         try:
+            guard = st.session_state.get("_upload_guard")
+            if guard is None or not guard.alive:  # removes the folder when this session ends
+                st.session_state["_upload_guard"] = J.UploadGuard(owner, common.server_session_id())
             return str(J.save_upload(owner, f.name, f.getvalue()))
         except ValueError as e:
             st.error(str(e))

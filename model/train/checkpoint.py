@@ -14,6 +14,7 @@ strings (optimizer, scheduler, per-rank RNG states, step) and is read with torch
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -143,17 +144,53 @@ def write_checkpoint(run: RunDir, model, tok, state: dict, step: int, keep_last:
         else:
             os.replace(tmp, final)
         _fsync_tree(run.ckpt)
-    except BaseException:
+    except BaseException as e:
+        free = _free_bytes(run.ckpt)
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: the previous checkpoints stay intact
+        _raise_if_disk_full(e, free, f"checkpoint {final.name} in {run.ckpt}")
         raise
     for old in run.checkpoints()[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+DISK_FULL_BYTES = 2**20  # a write that fails with less than this left on the device failed for want of space
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _raise_if_disk_full(e: BaseException, free: int | None, what: str) -> None:
+    """A full disk (or quota) while writing is something the user can fix: say so in one line. safetensors
+    reports it as its own SafetensorError and torch.save as a RuntimeError ("file write failed"), neither
+    an OSError: the free space measured before cleaning up tells."""
+    if not isinstance(e, Exception):
+        return  # KeyboardInterrupt and the like pass through untouched
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or any(s in str(e) for s in ("No space left on device", "os error 28", "Disk quota exceeded"))
+    full = full or (free is not None and free < DISK_FULL_BYTES and not isinstance(e, ValueError))
+    if full:
+        from model.train.config import TrainingError
+
+        raise TrainingError(f"the disk is full: could not write {what} (No space left on device); the earlier "
+                            "checkpoints are intact: free some space and continue with --resume") from None
+
+
 def read_state(checkpoint: Path) -> dict:
     """trainer_state.pt, tensors and plain values only (weights_only=True: nothing is unpickled)."""
-    return torch.load(checkpoint / STATE_FILE, weights_only=True)
+    import pickle
+
+    try:
+        return torch.load(checkpoint / STATE_FILE, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        from model.train.config import TrainingError
+
+        raise TrainingError(f"cannot resume from {checkpoint}: {STATE_FILE} is damaged or holds objects other than "
+                            f"tensors and numbers, and lmscope never unpickles those ({str(e).splitlines()[0][:120]})") from None
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -188,9 +225,15 @@ def write_final(run: RunDir, model, tok, record: dict) -> None:
     so a reader never sees half a file; training_record.json comes last and marks completion."""
     tmp = run.out / f"{TMP_PREFIX}-final-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(model, tok, tmp)
-    (tmp / "training_record.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    _fsync_tree(tmp)
+    try:
+        save_model_dir(model, tok, tmp)
+        (tmp / "training_record.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        _fsync_tree(tmp)
+    except BaseException as e:
+        free = _free_bytes(run.out)
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: no half-written model; the checkpoints stay
+        _raise_if_disk_full(e, free, f"the finished model into {run.out}")
+        raise
     files = sorted(tmp.iterdir(), key=lambda f: f.name == "training_record.json")
     for f in files:
         os.replace(f, run.out / f.name)

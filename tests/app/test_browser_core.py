@@ -6,89 +6,15 @@ Run with `pytest -m browser tests/app/test_browser_core.py` (skipped without /us
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_models):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian chromium (apt-get install -y chromium)")
-    pytest.importorskip("playwright")
-    port = _free_port()
-    env = dict(os.environ, LMSCOPE_DEMO_MODELS=str(next(iter(tiny_models.values())).parent), HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("streamlit did not become healthy")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1600})
-    outside: list[str] = []
-    dialogs: list[str] = []
-
-    def route(r):
-        if urllib.parse.urlparse(r.request.url).hostname == "127.0.0.1":
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    pg.route("**/*", route)
-    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    pg.outside, pg.dialogs = outside, dialogs
-    yield pg
-    assert pg.locator("[data-testid=stException]").count() == 0
-    pg.close()
+# Fixtures `server` (`lmscope app` on the tiny test models), `browser` and `page` (offline: requests not
+# to 127.0.0.1 are aborted; no exception box at the end) come from tests/app/conftest.py.
 
 
 def _open(page, server, path: str, **params):

@@ -85,6 +85,9 @@ def errors(at: AppTest) -> list[str]:
 def test_generation_stage_chart_follows_temperature(env):
     at = open_page("generation", model="demo/gpt2", text="the dogs near the")
     assert at.title[0].value == "Generation" and not errors(at)
+    default = chart(at, "sampling-stages")  # top-p 0.9 is on by default: greedy loops, plain sampling wanders
+    assert [a["text"].split(":")[0].split(" (")[0] for a in default["layout"]["annotations"]] == ["model distribution", "top-p"]
+    at.slider(key="qp_top_p").set_value(1.0).run()
     before = chart(at, "sampling-stages")
     assert [a["text"].split(":")[0] for a in before["layout"]["annotations"]] == ["model distribution"]
     at.slider(key="qp_temperature").set_value(0.5).run()

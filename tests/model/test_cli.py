@@ -91,3 +91,17 @@ def test_console_script_runs_as_a_process(tiny_models):
     assert json.loads(p.stdout)["masks"]
     p = subprocess.run(exe + ["inspect", "/nope", "x"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("penalty,stop", [("0.5", "true"), ("2.0", "never")])
+def test_beam_settings_reach_generate(capsys, tiny_models, penalty, stop):
+    from model.generate import generate
+    from model.load import load_model
+
+    path = str(tiny_models["gpt2"])
+    assert main(["generate", path, "the dogs", "--json", "--strategy", "beam", "--num-beams", "3",
+                 "--length-penalty", penalty, "--early-stopping", stop, "--max-new-tokens", "6"]) == 0
+    got = json.loads(capsys.readouterr().out)["text"]
+    want = generate(load_model(path), "the dogs", strategy="beam", num_beams=3, length_penalty=float(penalty),
+                    early_stopping={"true": True, "never": "never"}[stop], max_new_tokens=6)
+    assert got == want.text

@@ -133,3 +133,17 @@ def test_restricted_paths_cannot_escape_the_roots(tiny_models, tmp_path, monkeyp
         with pytest.raises(ModelLoadError, match="outside the model folders"):
             load_model(bad, restrict=True)
     assert load_model(outside).info.task == "masked-lm"  # the CLI's own choice is not restricted
+
+
+def test_cache_keeps_the_most_recently_used_models(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(load_mod, "MAX_LOADED", 2)
+    a, b, c = (_copy(tiny_models["gpt2"], tmp_path / n) for n in "abc")
+    ma = load_model(a)
+    load_model(b)
+    assert load_model(a) is ma  # a is now the most recent: loading c drops b
+    load_model(c)
+    assert load_model(a) is ma
+    keys = [(str(p.resolve()), "torch") for p in (a, b, c)]
+    assert keys[1] not in load_mod._CACHE and keys[2] in load_mod._CACHE
+    load_model(b)  # a dropped model loads again (callers that still hold it keep a working copy)
+    assert load_mod.LOAD_COUNT[keys[1]] == 2 and len(load_mod._CACHE) <= 2

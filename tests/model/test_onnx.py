@@ -205,6 +205,37 @@ def test_forward_equals_transformers(exported, tiny_models, arch, batch):
             assert torch.allclose(got.pair_logits, pair, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def long_models(tmp_path_factory):
+    """arch -> (model dir, ONNX path) of tiny models that read 512 tokens (the shared ones stop at 64)."""
+    from tiny_models import build
+
+    root = tmp_path_factory.mktemp("long")
+    out = {}
+    for arch in ARCHS:
+        src = build(arch, root, positions=520)
+        out[arch] = (src, export_onnx(src, root / "onnx" / arch / "model.onnx").path)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_parity_at_512_tokens_in_a_padded_batch(long_models, arch):
+    src, path = long_models[arch]
+    m = load_onnx(path, arch)
+    ref = _eager(str(src), m.info.architecture)
+    ids, mask, tti = _random_batch(m.tokenizer, 3, [512, 5, 200], m.info.model_type in ("bert", "albert"), 7)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, output_attentions=True, **({} if tti is None else {"token_type_ids": tti}))
+    got = m.backend.forward(ids, mask, tti)
+    real = mask.bool()
+    for fn, theirs in zip(got.attention, want.attentions, strict=True):
+        ours = fn()  # (batch, head, query, key)
+        assert (ours - theirs).abs()[real[:, None, :, None].expand_as(ours)].max() <= 1e-4
+    if arch != "bert-encoder":
+        logits = want.logits if getattr(want, "logits", None) is not None else want.prediction_logits
+        assert torch.allclose(got.logits_at(torch.arange(512))[real], logits[real], atol=1e-4)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_inspect_equals_the_torch_backend(exported, tiny_models, arch):
     om, tm = load_model(exported[arch].path), load_model(tiny_models[arch])
@@ -384,6 +415,37 @@ def test_foreign_masked_lm_without_attention(tiny_models, tmp_path):
     assert "no attention outputs" in m.info.unavailable["attention"]
     a, b = inspect(m, TEXT), inspect(load_model(tiny_models["bert-mlm"]), TEXT)
     assert [p.id for p in a.masks[0].predictions] == [p.id for p in b.masks[0].predictions]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bert-mlm"])
+def test_foreign_logits_only_graph_inspects_and_answers_the_cli(tiny_models, tmp_path, arch, capsys):
+    """The barest export another tool writes: logits alone. Predictions still work; no layers are claimed."""
+    path = _foreign_export(tiny_models, arch, ["logits"], tmp_path / "f")
+    text = "the dogs run" if arch == "gpt2" else "the dogs [MASK] run"
+    r = inspect(load_onnx(path, "foreign"), text)
+    assert r.num_layers == 0 and r.hidden_norms.shape == (0, len(r.tokens)) and not r.has_attention
+    from model.cli import main
+
+    assert main(["inspect", str(path), text, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_layers"] == 0 and len(out["tokens"]) == len(r.tokens)
+    assert main(["inspect", str(path), text, "--json", "--layer", "0", "--head", "0"]) == 2
+    assert "attention" in capsys.readouterr().err
+
+
+def test_exports_under_the_runs_dir_are_listed_and_load_by_name(exported, tmp_path, monkeypatch, capsys):
+    from model.cli import main
+    from model.registry import find, list_models
+
+    runs = tmp_path / "runs"
+    dest = runs / "onnx" / "gpt2-export"
+    shutil.copytree(exported["gpt2"].path.parent, dest)
+    monkeypatch.setenv("LMSCOPE_RUNS", str(runs))
+    e = find("runs/onnx/gpt2-export/model", exact=True)
+    assert e is not None and e.source == "onnx" and e.model_type == "gpt2" and e.path.endswith("model.onnx")
+    assert not any(x.path.endswith(".head.onnx") for x in list_models())
+    assert main(["generate", e.name, "the dogs", "--max-new-tokens", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["tokens"]) == 3
 
 
 def test_layout_inference_from_output_names():

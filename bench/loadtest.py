@@ -1,0 +1,528 @@
+"""Load test: a classroom on one lmscope server.
+
+    make loadtest                                    # 20 sessions, 3 minutes, the demo models
+    .venv/bin/python -m bench.loadtest --minutes 2 --sessions 20 [--tiny] [--models DIR] [--keep]
+
+Starts the app the way a lecturer does (`lmscope app` on 127.0.0.1, a free port) on a copy of the demo
+models (LMSCOPE_DEMO_MODELS, default assets/models; `--tiny`: tiny random models built on the spot), starts
+a training job through the app's own job queue (`model.jobs`, a GPT-2 that trains for the whole test),
+then drives N concurrent sessions for M minutes. Each session is a real Streamlit websocket client
+speaking the browser's protocol (protobuf BackMsg / ForwardMsg on /_stcore/stream): it opens a page,
+picks a model and types a text through the widgets' states, and clicks buttons, like a student would,
+with 1-3 s of reading time between actions:
+
+    attention    Attention page, a new text           (inspection: heatmap, layer x head grid, head lines)
+    fill-mask    Masked LM page, a text with [MASK]   (predictions per mask + the corruption panel)
+    generation   Generation page, a new prompt        (full-vocabulary next-token distribution by stage)
+    generate     ... then "Generate with all three"   (greedy, seeded sampling and beam search)
+
+Measured and printed: errors (an exception element, an st.error, a missing result, a timeout or a dropped
+connection: must be 0), per-action count / median / p95 / max latency (request to the server's
+`script_finished`), the server's resident memory (sampled every second: after warm-up, peak, end), how
+many times each model was loaded (counted from the server's own `lmscope.load: loaded model ...` log
+lines, never assumed), the training job's progress, and every TCP connection the server held (all must
+be on 127.0.0.1). Exit status 1 on any error, on a model loaded more than once, or on a connection that
+left 127.0.0.1. Everything stops by itself: sessions close, the training job is stopped through the
+queue, the server is terminated, the temporary folder is removed (unless --keep).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+THINK_S = (1.0, 3.0)  # a student reads the result before the next action
+RUN_TIMEOUT_S = 240.0  # one script run; a slower answer counts as an error
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "the dogs near the cat run quickly, and the cat near the dogs sleeps.",
+    "Attention heads look at other tokens in the sentence; some look at the previous token.",
+    "A student types a sentence and sees how each tokenizer cuts it into pieces.",
+    "Grüße aus Köln: naïve café résumé, 漢字 and emoji 😀 in one line.",
+    "In 1969 the first humans walked on the moon, and millions watched it on television.",
+    "The committee, after a long debate, finally decided to postpone the vote until the next meeting.",
+    "she said that the results were surprising, but the data did not lie.",
+]
+MASKED = [
+    "the dogs near the cat [MASK] quickly.",
+    "The capital of France is [MASK].",
+    "the [MASK] sleeps near the [MASK].",
+    "A student [MASK] a sentence and sees how each tokenizer cuts it.",
+    "the cat near the dogs [MASK] .",
+]
+# Every text fits the demo models' positions (GPT-2: 64, BERT: 48 tokens): a page keeps the session's text
+# when the student moves on, and the Generation page refuses a prompt longer than the model can read.
+PROMPTS = ["the dogs near the", "Once upon a time", "The quick brown fox", "the cat", "In the morning we"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models and server
+
+
+def _prepare_models(args, work: Path) -> Path:
+    """A private copy of the demo models (a rebuild of assets/models during the test cannot disturb it),
+    or tiny random models built here."""
+    dest = work / "models"
+    if args.tiny:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_models import build
+
+        dest.mkdir(parents=True)
+        for arch in ("bert-mlm", "bert-pretraining", "roberta-mlm", "gpt2"):
+            build(arch, dest)
+        return dest
+    src = Path(args.models or os.environ.get("LMSCOPE_DEMO_MODELS") or ROOT / "assets" / "models")
+    dirs = [d for d in sorted(src.iterdir()) if (d / "config.json").is_file() and list(d.glob("*.safetensors"))] \
+        if src.is_dir() else []
+    if not dirs:
+        raise SystemExit(f"no usable models in {src} (being rebuilt?): run with --tiny")
+    dest.mkdir(parents=True)
+    for d in dirs:
+        shutil.copytree(d, dest / d.name)
+    return dest
+
+
+def _classify(models: Path) -> dict[str, list[str]]:
+    """Listed names by what they can do, from config.json (the server decides the rest)."""
+    out: dict[str, list[str]] = {"attention": [], "mlm": [], "causal": []}
+    for d in sorted(models.iterdir()):
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        arch = (cfg.get("architectures") or [""])[0]
+        name = f"demo/{d.name}"
+        if cfg.get("model_type") != "lmscope-elmo":
+            out["attention"].append(name)
+        if "MaskedLM" in arch or "PreTraining" in arch:
+            out["mlm"].append(name)
+        if "LMHead" in arch or "CausalLM" in arch:
+            out["causal"].append(name)
+    missing = [k for k, v in out.items() if not v]
+    if missing:
+        raise SystemExit(f"{models} has no model for: {', '.join(missing)} (use --tiny)")
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("the server did not become healthy in time")
+
+
+def _rss(pid: int | None) -> int | None:
+    """Resident bytes of a process (psutil if installed, else /proc)."""
+    if not pid:
+        return None
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except ImportError:
+        pass
+    except Exception:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _connections(pid: int) -> list[tuple[str, str]]:
+    """(local, remote) of every TCP connection of a process (psutil if installed, else /proc/net/tcp*)."""
+    try:
+        import psutil
+
+        return [(f"{c.laddr.ip}:{c.laddr.port}", f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "")
+                for c in psutil.Process(pid).net_connections(kind="inet")]
+    except ImportError:
+        pass
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[9] in inodes:
+                out.append((_hexaddr(f[1]), _hexaddr(f[2])))
+    return out
+
+
+def _hexaddr(s: str) -> str:
+    ip, port = s.split(":")
+    if len(ip) == 8:
+        addr = ".".join(str(int(ip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+    else:
+        words = [ip[i:i + 8] for i in range(0, 32, 8)]
+        raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
+        addr = socket.inet_ntop(socket.AF_INET6, raw)
+    return f"{addr}:{int(port, 16)}"
+
+
+def _local(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::", "") or host.startswith("127.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# One session: a Streamlit websocket client
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: list[str] = field(default_factory=list)
+    warnings: int = 0
+
+
+class Session:
+    """A browser tab, minus the browser: one websocket, one Streamlit session, widget states by id."""
+
+    def __init__(self, n: int, port: int, models: dict[str, list[str]], stats: Stats, seed: int):
+        self.n, self.port, self.models, self.stats = n, port, models, stats
+        self.rng = random.Random(seed)
+        self.ws = None
+        self.page: str | None = None
+        self.widgets: dict[str, object] = {}  # user key -> element proto (ids differ per page)
+
+    async def run(self, deadline: float) -> None:
+        import websockets
+
+        url = f"ws://127.0.0.1:{self.port}/_stcore/stream"
+        try:
+            async with websockets.connect(url, subprotocols=["streamlit"], max_size=None, open_timeout=60,
+                                          ping_interval=None, close_timeout=5) as ws:
+                self.ws = ws
+                await asyncio.sleep(self.rng.uniform(0, 2))  # students do not all press Enter at once
+                while time.monotonic() < deadline:
+                    action = self.rng.choice(("attention", "fill-mask", "generation"))
+                    await getattr(self, action.replace("-", "_"))()
+                    await asyncio.sleep(self.rng.uniform(*THINK_S))
+        except Exception as e:  # a dropped connection or a protocol failure
+            self.stats.errors.append(f"session {self.n}: {type(e).__name__}: {e}")
+
+    # ---- the protocol ---------------------------------------------------------------------------------
+
+    async def _rerun(self, label: str, page: str, query: dict, widgets=()):
+        """One script run: send rerun_script, read ForwardMsgs until script_finished. Returns the elements."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = BackMsg()
+        cs = msg.rerun_script
+        cs.query_string = urllib.parse.urlencode(query)
+        cs.page_name = page  # the page's URL path; the browser's page hash is not needed
+        for w in widgets:
+            cs.widget_states.widgets.append(w)
+        t0 = time.perf_counter()
+        await self.ws.send(msg.SerializeToString())
+        elements = []
+        while True:
+            data = await asyncio.wait_for(self.ws.recv(), timeout=RUN_TIMEOUT_S)
+            fwd = ForwardMsg()
+            fwd.ParseFromString(data)
+            kind = fwd.WhichOneof("type")
+            if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
+                elements.append(fwd.delta.new_element)
+            elif kind == "script_finished":
+                if fwd.script_finished not in (ForwardMsg.FINISHED_SUCCESSFULLY,):
+                    self.stats.errors.append(f"session {self.n} {label}: script finished with status {fwd.script_finished}")
+                break
+        dt = time.perf_counter() - t0
+        self.page = page
+        for e in elements:
+            t = e.WhichOneof("type")
+            wid = getattr(getattr(e, t), "id", "") if t else ""
+            if isinstance(wid, str) and wid.startswith("$$ID-") and "-" in wid[5:]:
+                self.widgets[wid[5:].split("-", 1)[1]] = getattr(e, t)  # $$ID-<hash>-<user key>
+        for e in elements:
+            t = e.WhichOneof("type")
+            if t == "exception":
+                self.stats.errors.append(f"session {self.n} {label}: exception {e.exception.type}: {e.exception.message[:200]}")
+            elif t == "alert" and e.alert.format == 1:  # ERROR
+                self.stats.errors.append(f"session {self.n} {label}: st.error: {e.alert.body[:200]}")
+            elif t == "alert" and e.alert.format == 2:
+                self.stats.warnings += 1
+        return dt, elements
+
+    def _state(self, key: str, value=None, trigger: bool = False):
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        el = self.widgets.get(key)
+        if el is None:
+            return None
+        w = WidgetState(id=el.id)
+        if trigger:
+            w.trigger_value = True
+        else:
+            w.string_value = value
+        return w
+
+    async def _visit(self, label: str, page: str, model: str, text: str):
+        """Open `page` (if not there) and make it show `model` on `text`: the timed run is the one that
+        computes the result for this model and text (the navigation before it is timed as `navigate`)."""
+        query = {"model": model, "text": text}
+        if self.page != page:
+            self.widgets = {}
+            dt, els = await self._rerun("navigate", page, query)
+            self.stats.latencies["navigate"].append(dt)
+        states = [s for s in (self._state("qp_model", model), self._state("qp_text", text)) if s is not None]
+        if len(states) < 2:
+            self.stats.errors.append(f"session {self.n} {label}: the page has no model picker or text box")
+            return None
+        dt, els = await self._rerun(label, page, query, states)
+        self.stats.latencies[label].append(dt)
+        return els
+
+    # ---- the actions ----------------------------------------------------------------------------------
+
+    def _expect(self, label: str, ok: bool, what: str) -> None:
+        if not ok:
+            self.stats.errors.append(f"session {self.n} {label}: {what}")
+
+    async def attention(self):
+        els = await self._visit("attention", "attention", self.rng.choice(self.models["attention"]), self.rng.choice(TEXTS))
+        if els is not None:
+            self._expect("attention", sum(e.WhichOneof("type") == "plotly_chart" for e in els) >= 2, "no heatmap")
+
+    async def fill_mask(self):
+        els = await self._visit("fill-mask", "masked_lm", self.rng.choice(self.models["mlm"]), self.rng.choice(MASKED))
+        if els is not None:
+            self._expect("fill-mask", any(e.WhichOneof("type") == "plotly_chart" for e in els), "no predictions")
+
+    async def generation(self):
+        model, prompt = self.rng.choice(self.models["causal"]), self.rng.choice(PROMPTS)
+        els = await self._visit("generation", "generation", model, prompt)
+        if els is None:
+            return
+        self._expect("generation", any(e.WhichOneof("type") == "plotly_chart" for e in els), "no distribution")
+        await asyncio.sleep(self.rng.uniform(*THINK_S))
+        button = self._state("gen_compare_btn", trigger=True)
+        if button is None:
+            self._expect("generate", False, "no 'Generate with all three' button")
+            return
+        states = [self._state("qp_model", model), self._state("qp_text", prompt), button]
+        dt, els = await self._rerun("generate", "generation", {"model": model, "text": prompt}, states)
+        self.stats.latencies["generate"].append(dt)
+        shown = [e.html.body for e in els if e.WhichOneof("type") == "html" and "<b>" in e.html.body]
+        self._expect("generate", len(shown) >= 3, f"{len(shown)} of 3 continuations shown")
+
+
+async def _drive(port: int, models: dict, sessions: int, minutes: float, seed: int) -> Stats:
+    stats = Stats()
+    deadline = time.monotonic() + minutes * 60
+    await asyncio.gather(*(Session(i, port, models, stats, seed + i).run(deadline) for i in range(sessions)))
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--tiny", action="store_true", help="tiny random models instead of the demo models")
+    p.add_argument("--models", help="model folder (default: LMSCOPE_DEMO_MODELS or assets/models)")
+    p.add_argument("--no-training", action="store_true", help="do not run a training job during the test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (server log, runs)")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="lmscope-loadtest-"))
+    server = None
+    queue = job_id = None
+    try:
+        models_dir = _prepare_models(args, work)
+        models = _classify(models_dir)
+        runs = work / "runs"
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   LMSCOPE_DEMO_MODELS=str(models_dir), LMSCOPE_RUNS=str(runs), LMSCOPE_MAX_TRAINING_JOBS="1")
+        port = _free_port()
+        log_path = work / "server.log"
+        log = open(log_path, "wb")
+        lmscope = Path(sys.executable).with_name("lmscope")
+        cmd = [str(lmscope)] if lmscope.exists() else [sys.executable, "-m", "model.cli"]
+        t0 = time.time()
+        server = subprocess.Popen([*cmd, "app", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        _wait_healthy(port, server)
+        print(f"server up on 127.0.0.1:{port} in {time.time() - t0:.1f} s (pid {server.pid}); models: "
+              f"{', '.join(sorted({m for v in models.values() for m in v}))}", flush=True)
+
+        train_pid = None
+        if not args.no_training:
+            os.environ["LMSCOPE_RUNS"] = str(runs)
+            from model import jobs
+
+            queue = jobs.JobQueue(runs, max_running=1)
+            job_id = queue.submit("loadtest", jobs.TrainRequest(arch="gpt2", preset="tiny", steps=jobs.MAX_STEPS,
+                                                                 threads=1, checkpoint_every=2000, eval_every=5000))
+            deadline = time.time() + 180
+            while queue.status(job_id).step == 0:
+                st = queue.status(job_id)
+                if st.state not in jobs.ACTIVE or time.time() > deadline:
+                    raise SystemExit(f"the training job did not start: {st.state} {st.message}")
+                time.sleep(0.5)
+            train_pid = queue.status(job_id).pid
+            print(f"training job {job_id} running (pid {train_pid})", flush=True)
+
+        samples: list[tuple[float, int | None, int | None]] = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append((time.monotonic(), _rss(server.pid), _rss(train_pid)))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        start = time.monotonic()
+        sampler.start()
+        print(f"driving {args.sessions} sessions for {args.minutes:g} min ...", flush=True)
+        stats = asyncio.run(_drive(port, models, args.sessions, args.minutes, args.seed))
+        wall = time.monotonic() - start
+        conns = _connections(server.pid)
+        stop.set()
+        sampler.join()
+
+        train_line = "training: not run"
+        if queue is not None:
+            st = queue.status(job_id)
+            running_at_end = st.state == "running"
+            steps_done = st.step
+            queue.stop(job_id, "loadtest")
+            deadline = time.time() + 120
+            while queue.status(job_id).state in jobs.ACTIVE and time.time() < deadline:
+                time.sleep(0.5)
+            final = queue.status(job_id)
+            train_line = (f"training: gpt2 tiny job {'running during the whole test' if running_at_end else 'NOT running at the end'}, "
+                          f"{steps_done} steps ({steps_done / wall:.0f} steps/s over the test), then {final.state} "
+                          f"({final.message})")
+            if not running_at_end:
+                stats.errors.append(f"the training job was {st.state} at the end of the test: {st.message}")
+
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))  # Streamlit's tracebacks are coloured
+        loads: dict[str, int] = defaultdict(int)
+        for m in re.finditer(r"lmscope\.load: loaded model (\S+) \((\w+)\) in ([\d.]+) s", text):
+            loads[m.group(1)] += 1
+        tracebacks = len(re.findall(r"Traceback\s*\(most\s+recent\s+call\s+last\)", text))
+
+        # ---- report ---------------------------------------------------------------------------------
+        print()
+        print(f"lmscope load test: {args.sessions} sessions x {wall / 60:.1f} min, {'tiny' if args.tiny else 'demo'} models, "
+              f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+        print(f"  {'action':<12} {'count':>6} {'median s':>9} {'p95 s':>8} {'max s':>8}")
+        total = 0
+        for label in ("attention", "fill-mask", "generation", "generate", "navigate"):
+            xs = stats.latencies.get(label, [])
+            total += len(xs)
+            if xs:
+                print(f"  {label:<12} {len(xs):>6} {statistics.median(xs):>9.2f} {_pct(xs, 0.95):>8.2f} {max(xs):>8.2f}")
+        print(f"  {total} script runs, {total / wall:.1f} per second; {stats.warnings} warnings shown (not errors)")
+        server_rss = [s[1] for s in samples if s[1]]
+        warm = [s[1] for s in samples if s[1] and s[0] - start >= min(60.0, wall / 3)]
+        print(f"  server memory (RSS): after warm-up {_mb(warm[0] if warm else None)}, peak {_mb(max(server_rss) if server_rss else None)}, "
+              f"end {_mb(server_rss[-1] if server_rss else None)}")
+        train_rss = [s[2] for s in samples if s[2]]
+        if train_rss:
+            print(f"  training process memory (RSS): peak {_mb(max(train_rss))}")
+        print(f"  {train_line}")
+        print("  model loads (from the server log): " + (", ".join(f"{Path(k).name} x{v}" for k, v in sorted(loads.items())) or "none"))
+        remote = [c for c in conns if c[1] and not (_local(c[0]) and _local(c[1]))]
+        print(f"  server connections at the end: {len(conns)}, all on 127.0.0.1: {'yes' if not remote else 'NO ' + str(remote)}")
+        print(f"  tracebacks in the server log: {tracebacks}")
+        problems = list(stats.errors)
+        problems += [f"{k} was loaded {v} times" for k, v in loads.items() if v != 1]
+        used = {m for v in models.values() for m in v}
+        if len(loads) < len(used):
+            problems.append(f"only {len(loads)} of the {len(used)} models used were seen loading in the log")
+        problems += [f"connection off 127.0.0.1: {c}" for c in remote]
+        if tracebacks:
+            problems.append(f"{tracebacks} traceback(s) in the server log")
+        if warm and server_rss and max(server_rss) > 1.5 * warm[0] + 300 * 2**20:
+            problems.append(f"server memory grew from {_mb(warm[0])} to {_mb(max(server_rss))} after warm-up")
+        print(f"  errors: {len(problems)}")
+        for e in problems[:20]:
+            print(f"    {e}")
+        if args.keep:
+            print(f"  kept: {work}")
+        return 1 if problems else 0
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
+        if queue is not None and job_id is not None:
+            try:
+                st = queue.status(job_id)
+                if st.state in ("queued", "running") and st.pid:
+                    os.killpg(st.pid, signal.SIGKILL)
+            except Exception:
+                pass
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Helpers for the real-browser tests and fixtures (tests/app/conftest.py): start `lmscope app` the way the
+README says, find chromium, where screenshots go. Imported by name (tests/ is on sys.path, see
+tests/conftest.py), like tiny_models."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 1000}  # screenshots stay this size (not full-page)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_browser() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian chromium at /usr/bin/chromium (make browser-deps)")
+    pytest.importorskip("playwright")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with status {proc.returncode} before it was healthy")
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become healthy in {timeout:.0f} s")
+
+
+@contextmanager
+def lmscope_app(env: dict[str, str], log: Path | None = None):
+    """Start `lmscope app` on a free port with `env` added; yields its base URL; stops its PID."""
+    port = free_port()
+    full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env)
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()
+
+
+def screenshot_dir() -> Path:
+    """LMSCOPE_SCREENSHOT_DIR, else `screenshots/` at the repo root (git-ignored)."""
+    d = Path(os.environ.get("LMSCOPE_SCREENSHOT_DIR") or ROOT / "screenshots")
+    if not d.is_absolute():
+        d = ROOT / d
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def open_page(page, server: str, path: str, **params) -> None:
+    page.goto(f"{server}/{path}?{urllib.parse.urlencode(params)}" if params else f"{server}/{path}")
+
+
+def page_url(page, contains: str, timeout: float = 5.0) -> str:
+    """The address bar once it contains `contains` (playwright's page.url misses history.replaceState)."""
+    end = time.monotonic() + timeout
+    url = page.evaluate("location.href")
+    while contains not in url and time.monotonic() < end:
+        time.sleep(0.1)
+        url = page.evaluate("location.href")
+    return url
