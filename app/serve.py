@@ -17,10 +17,13 @@ import threading
 
 
 def warm_up() -> None:
-    """Import the engine and load the first listed model (errors are left for the page to show)."""
+    """Set the engine's thread count, import it and load the first listed model (errors are left for
+    the page to show)."""
     try:
-        from model.load import load_model
+        from model.load import configure_server_threads, load_model
         from model.registry import list_models
+
+        configure_server_threads()
 
         entries = [e for e in list_models() if not e.note]
         if entries:

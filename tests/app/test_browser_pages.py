@@ -1,0 +1,382 @@
+"""Every page of the app in a real browser (Debian chromium + playwright), started the way the README says
+(`python -m model.cli app`, i.e. `lmscope app`), fully offline: every request not to 127.0.0.1 is aborted
+and each test asserts none was attempted and no exception box is shown (fixtures in conftest.py).
+
+The pages run on the shipped demo models (assets/models: demo/bert, demo/gpt2, demo/roberta, demo/albert,
+trained on the toy world) with toy-world sentences, so what they draw means something: the demo BERT puts
+a verb under "the dogs near the cat [MASK] quickly .", the demo GPT-2 continues "... the cat" with the toy
+world's words. Without assets/models (`make demo-models`) the tests are skipped, never run on random models.
+
+Each test opens one page, drives its main controls and waits for content only the new state produces (a
+figure with the new title / row count drawn, a new message), then saves a screenshot of the page to
+LMSCOPE_SCREENSHOT_DIR (default: `screenshots/` at the repo root; `make screenshots` writes docs/screenshots,
+shown in the README). One more screenshot shows the masked-LM page in lecture mode (?lecture=1).
+
+The attention test also holds the long-input promise: a 512-token text on a random 12-layer, 12-head model
+is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT.
+
+    pytest -m browser tests/app/test_browser_pages.py    (skipped without /usr/bin/chromium or playwright)
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import open_page, page_url, screenshot_dir
+from model.registry import ASSETS_MODELS
+
+pytestmark = pytest.mark.browser
+
+DEMO_NEEDED = ("bert", "gpt2", "roberta", "albert")  # the demo models these tests open
+# Toy-world sentences (model/train/toyworld.py): what the demo models were trained on.
+AGREEMENT = "the dogs near the cat run quickly ."  # "run" agrees with "dogs", across "the cat"
+MASKED = "the dogs near the cat [MASK] quickly ."  # the mask is token 6 for the demo BERT ([CLS] first)
+MASK_POS = 6
+PROMPT = "in the garden there is a cat . the cat"
+UNSEEN_WORD = "the sleepy wolves near the lighthouse swim ."  # "lighthouse" is not a toy-world word: split in pieces
+AGREEMENT_HEAD = dict(layer="2", head="0")  # in the demo BERT this head sends "run" to its subject "dogs"
+
+ATTENTION_BUDGET_S = 3.0
+LONG_TOKENS = 512
+
+# JS predicates evaluated in the page (polling on animation frames).
+# The plotly figure inside the element keyed `key` is drawn: its SVG exists and `layer` (a trace layer
+# selector) has at least `count` elements; `title` (if given) starts its title.
+CHART_DRAWN = """([key, layer, count, title]) => {
+  const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  if (!d || !d.querySelector('.main-svg')) return false;
+  if (title) { const t = d.querySelector('.gtitle'); if (!t || !t.textContent.startsWith(title)) return false; }
+  return d.querySelectorAll(layer).length >= count; }"""
+# The attention heatmap titled `title`, with n rows, has its image drawn.
+HEATMAP_DRAWN = """([key, title, n]) => {
+  const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  if (!d || !d.data || !d.data[0] || !d.data[0].y || d.data[0].y.length != n) return false;
+  const t = d.querySelector('.gtitle');
+  return !!t && t.textContent.startsWith(title) && !!d.querySelector('.hm image, .heatmaplayer image'); }"""
+BARS = ".barlayer .point"
+HEATMAP_IMAGE = ".hm image, .heatmaplayer image"
+
+
+def wait_chart(page, key: str, layer: str = ".trace", count: int = 1, title: str | None = None, timeout: float = 30):
+    page.wait_for_function(CHART_DRAWN, arg=[key, layer, count, title], polling="raf", timeout=timeout * 1000)
+
+
+def bar_count(page, key: str) -> int:
+    return page.locator(f".st-key-{key} .js-plotly-plot {BARS}").count()
+
+
+def shoot(page, name: str, at=None, top: bool = False) -> None:
+    """A viewport-sized PNG of the page (not full-page: the files stay small enough for the README),
+    scrolled to the locator `at` if given (to the top of the viewport if `top`)."""
+    if at is not None and top:
+        at.evaluate("e => e.scrollIntoView({block: 'start'})")
+    elif at is not None:
+        at.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)  # let plotly finish its transitions
+    page.screenshot(path=str(screenshot_dir() / f"{name}.png"))
+
+
+def expect_shown(page, locator, timeout: float) -> None:
+    """Wait for `locator` to be visible; fail at once with its text if an exception box or an error
+    message appears instead (long waits: training, export)."""
+    from playwright.sync_api import expect
+
+    failure = page.locator("[data-testid=stException], [data-testid=stAlertContentError]")
+    expect(locator.or_(failure).first).to_be_visible(timeout=timeout * 1000)
+    assert failure.count() == 0, failure.first.inner_text()
+    expect(locator).to_be_visible()
+
+
+def commit(box, text: str) -> None:
+    """Type into a Streamlit text box / area and commit it (Ctrl+Enter commits both)."""
+    box.fill(text)
+    box.press("Control+Enter")
+
+
+@pytest.fixture(scope="module")
+def demo_models() -> Path:
+    """The shipped demo models (the registry's default folder, assets/models at the repo root); skipped,
+    not replaced by random models, when this checkout has not got them."""
+    missing = [m for m in DEMO_NEEDED if not (ASSETS_MODELS / m / "config.json").is_file()]
+    if missing:
+        pytest.skip(f"needs the trained demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
+    return ASSETS_MODELS
+
+
+def demo_config(name: str) -> dict:
+    return json.loads((ASSETS_MODELS / name / "config.json").read_text(encoding="utf-8"))
+
+
+def toy_words() -> set[str]:
+    """The toy world's content words (nouns, names, verbs, adjectives, prepositions, adverbs, places)."""
+    from model.train import toyworld as tw
+
+    words = set()
+    for group in (tw.PEOPLE_M, tw.PEOPLE_F, tw.PEOPLE_N, tw.ANIMALS, tw.VERBS_INTR, tw.VERBS_TR, tw.OBJECTS):
+        words.update(w for pair in group for w in pair)
+    for group in (tw.NAMES_M, tw.NAMES_F, tw.ADJS, tw.PREPS, tw.ADVS, tw.PLACES):
+        words.update(group)
+    return words
+
+
+def top_prediction(page, key: str) -> str:
+    """The first bar's label of a masked-LM chart ("1. jump" -> "jump")."""
+    label = page.evaluate("(k) => document.querySelector('.st-key-' + k + ' .js-plotly-plot').data[0].y[0]", key)
+    return label.split(". ", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def long_model(tmp_path_factory):
+    """A random 12-layer, 12-head BERT masked LM (hidden 192, 576 positions) with a small trained WordPiece
+    tokenizer, under a folder the app may load from (LMSCOPE_MODEL_ROOTS); loaded by path."""
+    from bench.engine import build_bert
+
+    root = tmp_path_factory.mktemp("long_models")
+    return build_bert(root / "bert12x12", layers=12, heads=12, hidden=192, positions=576, vocab=1000)
+
+
+@pytest.fixture(scope="module")
+def app_env(long_model):
+    return {"LMSCOPE_MODEL_ROOTS": str(long_model.parent)}
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_models_page_describes_a_model_and_a_second_one_beside_it(page, server):
+    from playwright.sync_api import expect
+
+    bert, gpt2 = demo_config("bert"), demo_config("gpt2")
+    open_page(page, server, "models", model="demo/bert")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="demo/bert", exact=True)).to_be_visible(timeout=60_000)
+    layers = main.get_by_test_id("stMetric").filter(has_text="Layers x heads")
+    expect(layers).to_have_count(1)
+    expect(layers.get_by_test_id("stMetricValue")).to_have_text(
+        f"{bert['num_hidden_layers']} x {bert['num_attention_heads']}")
+    expect(main.locator("p", has_text="Task:").first).to_contain_text("pretraining")  # masked LM + next sentence
+
+    page.get_by_role("combobox", name="Compare with a second model").click()
+    page.get_by_role("option", name="demo/gpt2", exact=True).click()
+    expect(main.get_by_role("heading", name="demo/gpt2", exact=True)).to_be_visible(timeout=30_000)
+    expect(layers).to_have_count(2)  # both models described side by side
+    expect(layers.nth(1).get_by_test_id("stMetricValue")).to_have_text(f"{gpt2['n_layer']} x {gpt2['n_head']}")
+    expect(main.locator("p", has_text="Task:").nth(1)).to_contain_text("causal-lm")
+    assert "model2=demo%2Fgpt2" in page_url(page, "model2=")
+    assert page.get_by_text("Page not found").count() == 0  # /models is a real path, not only `/`
+    shoot(page, "models")
+
+    page.goto(f"{server}/?model=demo%2Fgpt2")  # the root opens the Models page at its own path, link kept
+    expect(main.get_by_role("heading", name="demo/gpt2", exact=True)).to_be_visible(timeout=30_000)
+    assert page_url(page, "/models?model=").endswith("/models?model=demo%2Fgpt2")
+
+
+def test_tokenization_page_cuts_new_text_with_several_tokenizers(page, server):
+    from playwright.sync_api import expect
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ASSETS_MODELS / "bert"))
+    first, second = AGREEMENT, UNSEEN_WORD
+    pieces = {t: len(tok(t, add_special_tokens=False)["input_ids"]) for t in (first, second)}
+    assert pieces[first] == len(first.split())  # toy-world words are whole pieces...
+    assert pieces[second] > len(second.split())  # ...an unseen word is cut into several
+
+    # WordPiece, byte-level BPE (twice: GPT-2 and RoBERTa) and SentencePiece, side by side.
+    models = "demo/bert,demo/gpt2,demo/roberta,demo/albert"
+    open_page(page, server, "tokenization", model="demo/bert", text=first, models=models)
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_text(re.compile(rf"^demo/bert — {pieces[first]} tokens"))).to_be_visible(timeout=60_000)
+    wait_chart(page, "fig_tokenization", ".barlayer .point, .trace", 1)
+
+    commit(page.get_by_role("textbox", name="Text"), second)
+    expect(main.get_by_text(re.compile(rf"^demo/bert — {pieces[second]} tokens"))).to_be_visible(timeout=30_000)
+    gpt2 = main.get_by_text(re.compile(r"^demo/gpt2 — \d+ tokens"))  # byte-level BPE
+    expect(gpt2).to_be_visible()
+    expect(main.get_by_text(re.compile(r"^demo/roberta — \d+ tokens"))).to_be_visible()
+    expect(main.get_by_text(re.compile(r"^demo/albert — \d+ tokens"))).to_be_visible()  # SentencePiece
+    wait_chart(page, "fig_tokenization", title="Tokens aligned on the input")
+    assert "lighthouse" in page_url(page, "lighthouse")
+    shoot(page, "tokenization")
+
+    page.locator(".st-key-qp_models").get_by_label("Remove demo/gpt2").first.click()  # one tokenizer fewer
+    expect(gpt2).to_have_count(0, timeout=30_000)
+    url = page_url(page, "models=demo%2Fbert%2Cdemo%2Froberta%2Cdemo%2Falbert")
+    assert "models=demo%2Fbert%2Cdemo%2Froberta%2Cdemo%2Falbert" in url and "gpt2" not in url
+
+
+def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page, server, long_model, record_property):
+    from bench.engine import text_of
+
+    # Warm-up: the first visit loads the 12 x 12 model into the server (cached for every session) and the
+    # plotly bundle into the page. Loading the model is not part of the budget measured below.
+    open_page(page, server, "attention", model=str(long_model), text="the quick brown fox")
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", "Layer 0, head 0:", 6], timeout=120_000)
+
+    # Measured: submitting a new 512-token text -> its 512 x 512 heatmap drawn (tokenize, forward pass,
+    # the figure sent over the websocket and drawn by plotly).
+    box = page.get_by_role("textbox", name="Text")
+    box.fill(text_of(LONG_TOKENS))
+    t0 = time.perf_counter()
+    box.press("Control+Enter")
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", "Layer 0, head 0:", LONG_TOKENS],
+                           polling="raf", timeout=60_000)
+    elapsed = time.perf_counter() - t0
+    record_property("attention_512_tokens_s", round(elapsed, 3))
+    print(f"attention page, {LONG_TOKENS} tokens on 12 x 12: drawn {elapsed:.2f} s after submitting")
+    assert elapsed <= ATTENTION_BUDGET_S, f"512-token attention page took {elapsed:.2f} s (budget {ATTENTION_BUDGET_S} s)"
+    wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
+    wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title="Head view, layer 0 head 0")
+
+    layer, head = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
+    head.focus()
+    head.press("ArrowRight")
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", "Layer 0, head 1:", LONG_TOKENS],
+                           polling="raf", timeout=30_000)
+    layer.focus()
+    layer.press("End")
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", "Layer 11, head 1:", LONG_TOKENS],
+                           polling="raf", timeout=30_000)
+    wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title="Head view, layer 11 head 1")
+    url = page_url(page, "layer=11")
+    assert "layer=11" in url and "head=1" in url
+
+    # The screenshot: the demo BERT on a toy sentence, at a head that links the verb to its subject.
+    n = len(AGREEMENT.split()) + 2  # [CLS] ... [SEP]
+    layer_no, head_no = AGREEMENT_HEAD["layer"], AGREEMENT_HEAD["head"]
+    open_page(page, server, "attention", model="demo/bert", text=AGREEMENT, **AGREEMENT_HEAD)
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", f"Layer {layer_no}, head {head_no}:", n],
+                           polling="raf", timeout=60_000)
+    wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
+    wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title=f"Head view, layer {layer_no} head {head_no}")
+    shoot(page, "attention")
+
+
+def test_masked_lm_page_lists_predictions_and_follows_top_k_and_reseed(page, server):
+    from playwright.sync_api import expect
+
+    key = f"fig_masked-lm-{MASK_POS}"
+    open_page(page, server, "masked_lm", model="demo/bert", text=MASKED)
+    wait_chart(page, key, BARS, 10, title=f"Token {MASK_POS}:")
+    assert bar_count(page, key) == 10
+    top = top_prediction(page, key)
+    assert top in toy_words(), f"the demo BERT's top prediction {top!r} is not a toy-world word"
+
+    top_k = page.get_by_label("Top k")
+    top_k.fill("5")
+    top_k.press("Enter")
+    page.wait_for_function(f"() => document.querySelectorAll('.st-key-{key} .js-plotly-plot {BARS}').length == 5",
+                           polling="raf", timeout=30_000)
+    assert top_prediction(page, key) == top
+
+    seed = page.get_by_label("Seed")
+    assert seed.input_value() == "0"
+    page.get_by_role("button", name=re.compile("^Reseed")).click()
+    expect(seed).not_to_have_value("0", timeout=30_000)
+    expect(page.get_by_test_id("stMetric").filter(has_text="not chosen")).to_be_visible()
+    shoot(page, "masked_lm")
+
+
+def test_lecture_mode_enlarges_the_masked_lm_page(page, server):
+    from playwright.sync_api import expect
+
+    key = f"fig_masked-lm-{MASK_POS}"
+    open_page(page, server, "masked_lm", model="demo/bert", text=MASKED, topk="5", lecture="1")
+    wait_chart(page, key, BARS, 5, title=f"Token {MASK_POS}:")
+    expect(page.get_by_role("switch", name="Lecture mode")).to_be_checked()
+    sizes = page.evaluate("(k) => { const l = document.querySelector('.st-key-' + k + ' .js-plotly-plot').layout;"
+                          " return [l.font.size, l.title.font.size]; }", key)
+    assert sizes == [18, 24], sizes  # lecture mode's figure type sizes (app/common.py show)
+    assert "lecture=" in page_url(page, "lecture=")
+    shoot(page, "masked_lm-lecture", at=page.locator(f".st-key-{key}"))
+
+
+def test_generation_page_steps_samples_and_draws_the_beam_tree(page, server):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "generation", model="demo/gpt2", text=PROMPT, new_tokens="4", beams="3")
+    main = page.get_by_test_id("stMain")
+    wait_chart(page, "fig_sampling-stages", BARS, 5)  # the stage chart: the distribution, stage by stage
+
+    page.get_by_role("tab", name="Step by step").click()
+    nxt = page.get_by_role("button", name="Next token")
+    nxt.click()
+    expect(main.get_by_text("1 tokens generated")).to_be_visible(timeout=30_000)
+    wait_chart(page, "fig_step-candidates", BARS, 1, title="step 1")
+    nxt.click()
+    expect(main.get_by_text("2 tokens generated")).to_be_visible(timeout=30_000)
+    wait_chart(page, "fig_step-candidates", BARS, 1, title="step 2")
+
+    page.get_by_role("tab", name="Greedy vs sampling vs beam").click()
+    page.get_by_role("button", name="Generate with all three").click()
+    expect(main.get_by_text("Beam search (3 beams)")).to_be_visible(timeout=60_000)
+    expect(main.get_by_text(re.compile(r"^mean p of the picks")).first).to_be_visible()
+
+    page.get_by_role("tab", name="Beam-search tree").click()
+    wait_chart(page, "fig_beam-tree", ".scatterlayer .trace", 2)
+    shoot(page, "generation-beam-tree", at=page.locator(".st-key-fig_beam-tree"))
+
+    page.get_by_role("tab", name="Attention over generated tokens").click()
+    wait_chart(page, "fig_generated-attention", HEATMAP_IMAGE, 1, title="layer 0, head 0")
+    page.get_by_role("tab", name="Next-token distribution").click()
+    shoot(page, "generation")
+
+
+def test_compare_page_draws_both_readings_and_switches_the_logit_lens(page, server):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "compare", model="demo/bert", model2="demo/gpt2", text=AGREEMENT)
+    main = page.get_by_test_id("stMain")
+    wait_chart(page, "fig_compare-aligned", ".trace", 2)
+    wait_chart(page, "fig_compare-bars", BARS, 2)
+    wait_chart(page, "fig_logit-lens", HEATMAP_IMAGE, 1)
+    expect(main.get_by_text("demo/bert (masked LM, PLL)", exact=False).first).to_be_visible()
+    expect(main.get_by_text("demo/gpt2 (causal LM)", exact=False).first).to_be_visible()
+
+    def lens_x_title() -> str:
+        return page.evaluate("() => document.querySelector('.st-key-fig_logit-lens .js-plotly-plot').layout.xaxis.title.text")
+
+    assert "predicting the next one" not in lens_x_title()
+    page.get_by_role("radiogroup", name="Model").get_by_text("demo/gpt2 (causal LM)").click()
+    page.wait_for_function("""() => { const d = document.querySelector('.st-key-fig_logit-lens .js-plotly-plot');
+        return d && d.layout.xaxis.title.text.includes('predicting the next one') && d.querySelector('.hm image, .heatmaplayer image'); }""",
+                           polling="raf", timeout=30_000)
+    assert "lens=demo%2Fgpt2" in page_url(page, "lens=demo%2Fgpt2")
+    shoot(page, "compare", at=page.locator(".st-key-fig_compare-bars"), top=True)
+
+
+def test_train_page_runs_a_short_training_job_to_the_end(page, server):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "train", arch="gpt2", preset="tiny", corpus="toyworld", steps="4")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_text("None yet.", exact=False)).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Start training").click()
+    expect(main.get_by_text(re.compile(r"^Submitted "))).to_be_visible(timeout=30_000)
+    expect(main.get_by_test_id("stProgress")).to_be_visible(timeout=30_000)
+    done = main.get_by_text(re.compile(r"Finished\. The model is listed as runs/"))
+    expect_shown(page, done, timeout=120)
+    job = re.search(r"runs/(\S+) in the model picker", done.inner_text()).group(1)
+    wait_chart(page, f"fig_loss-{job}", ".scatterlayer .trace", 1)
+    expect(main.get_by_test_id("stMetric").filter(has_text="step").get_by_test_id("stMetricValue").first).to_have_text("4 / 4")
+    wait_chart(page, f"fig_probe-{job}", BARS, 1, title="step 4")  # the probe sentence at the last checkpoint
+    shoot(page, "train", at=main.get_by_test_id("stProgress"))
+
+
+def test_export_page_exports_to_onnx_and_loads_it_back(page, server):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "export", model="demo/bert", text=MASKED)
+    main = page.get_by_test_id("stMain")
+    button = page.get_by_role("button", name="Export", exact=True)
+    expect(button).to_be_enabled(timeout=60_000)
+    button.click()
+    expect_shown(page, main.get_by_role("heading", name="Loaded back: ONNX against torch"), timeout=120)
+    expect(main.get_by_role("heading", name="Parity measured at export")).to_be_visible()
+    expect(main.get_by_text(re.compile(r"backend onnx"))).to_be_visible()
+    wait_chart(page, "fig_onnx-attention", HEATMAP_IMAGE, 1, title="Layer 0, head 0:")
+    expect(page.get_by_role("button", name="Exported: export again not needed")).to_be_disabled()
+    shoot(page, "export", at=main.get_by_role("heading", name="Parity measured at export"))
