@@ -307,10 +307,11 @@ IMPORT_LOCK = threading.RLock()
 _log = logging.getLogger("lmscope.load")
 
 
-# Torch threads per server process. One: `lmscope bench` measured inspection on a 12x12 model 1.2-13x
-# slower on two threads than on one whenever anything else ran on the second core (a training job, another
-# session, the browser), and sessions already run side by side on separate threads. LMSCOPE_TORCH_THREADS
-# overrides it.
+# Torch threads per server process. One: on 2 cores `lmscope bench` measured inspection on a 12x12 model
+# 1.3-1.8x faster on two threads than on one with the machine otherwise idle, but 2.3-13x SLOWER whenever
+# anything else ran on the second core (a training job, another session, the browser) -- the normal case
+# for a classroom server, where sessions already run side by side on separate threads. A single user on
+# an idle machine can set LMSCOPE_TORCH_THREADS=2.
 SERVER_TORCH_THREADS = 1
 
 
