@@ -10,7 +10,7 @@ MAIN = Path(__file__).resolve().parent / "main.py"
 
 def streamlit_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "app.serve", "run", str(MAIN),  # Streamlit's CLI + a warm-up thread
+        sys.executable, "-m", "app.serve", "run", str(MAIN),  # a warm-up, then Streamlit's CLI
         "--server.headless", "true",
         "--server.address", host,
         "--server.port", str(port),

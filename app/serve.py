@@ -1,11 +1,11 @@
-"""The process `lmscope app` becomes: Streamlit's own command line, plus a warm-up thread.
+"""The process `lmscope app` becomes: a warm-up, then Streamlit's own command line.
 
-A cold start spends most of its time importing torch and transformers and loading the first model (the
-Models page opens on it), and Streamlit only runs the app's script once a browser connects. The warm-up
-thread does that work while the server starts and the browser loads the page, so the first page waits for
-less of it. It goes through `model.load.load_model`, the same process-wide cache the pages use (a model is
-still loaded once), and it only imports `model` modules, never `app` ones, so the script thread and the
-warm-up never wait on each other's half-imported modules.
+The warm-up runs before the server starts, in the main thread, so no session ever runs while a module is
+half imported: a load test with 20 sessions caught plotly reading a half-imported `pandas` from
+`sys.modules` ("partially initialized module 'pandas' has no attribute 'Series'") when another thread was
+still importing it, and transformers' lazy modules fail the same way (see model.load.IMPORT_LOCK). It
+imports what the pages draw with (pandas, plotly), sets the engine's thread count, and loads the first
+listed model into `model.load`'s process-wide cache (the Models page opens on it; it is still loaded once).
 
     python -m app.serve run app/main.py --server.headless true ...   # what app/launch.py execs
 """
@@ -13,29 +13,36 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 
 
 def warm_up() -> None:
-    """Set the engine's thread count, import it and load the first listed model (errors are left for
-    the page to show)."""
+    """Import the page libraries and the engine, set its threads, load the first listed model. A failure
+    is left for the page that needs the model to report."""
+    log = logging.getLogger("lmscope")  # as app.common does under a server: the load line must be seen
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    import pandas  # noqa: F401  (plotly imports it lazily, and not thread-safely)
+    import plotly.graph_objects  # noqa: F401
+
     try:
         from model.load import configure_server_threads, load_model
         from model.registry import list_models
 
         configure_server_threads()
-
         entries = [e for e in list_models() if not e.note]
         if entries:
             load_model(entries[0].name, restrict=True)
-    except Exception as e:  # the page that needs the model reports it properly
-        logging.getLogger("lmscope.serve").info("warm-up skipped: %s", e)
+    except Exception as e:
+        logging.getLogger("lmscope.serve").warning("warm-up: %s", e)
 
 
 def main() -> None:
     from streamlit.web.cli import main as streamlit_main
 
-    threading.Thread(target=warm_up, name="lmscope-warm-up", daemon=True).start()
+    warm_up()
     sys.argv = ["streamlit", *sys.argv[1:]]
     streamlit_main(prog_name="streamlit")
 
