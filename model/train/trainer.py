@@ -153,6 +153,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     import json
 
     started = time.time()
+    auto_bf16 = cfg.bf16 is None
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -165,6 +166,8 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     if cfg.resume and checkpoint is None:
         raise TrainingError(f"nothing to resume in {out}: no complete checkpoint under {run.ckpt}")
     state = read_state(checkpoint) if checkpoint else None
+    if state is not None and auto_bf16:  # a measured choice: keep the one the run started with
+        cfg.bf16 = bool(json.loads(state["config"]).get("bf16", cfg.bf16))
     tok = None
     if checkpoint:
         from transformers import AutoTokenizer

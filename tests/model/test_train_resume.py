@@ -80,3 +80,18 @@ def test_sigkill_then_resume_is_bit_identical(arch, corpus_file, tmp_path):
     steps = [json.loads(ln)["step"] for ln in (out / "events.jsonl").read_text().splitlines()
              if json.loads(ln)["type"] == "step"]
     assert steps == list(range(1, 31))
+
+
+def test_resume_keeps_the_bf16_choice_the_run_started_with(corpus_file, tmp_path, monkeypatch):
+    """bf16=None is decided by a timing measurement, which may change between processes: --resume must not."""
+    import model.train.config as config
+
+    out = tmp_path / "run"
+    common = dict(arch="gpt2", out_dir=str(out), corpus=str(corpus_file), preset="tiny", hidden=128, heads=2,
+                  layers=1, seq_len=16, batch_size=4, checkpoint_every=2, eval_every=50, seed=3)
+    monkeypatch.setattr(config, "_bf16_is_fast", lambda: True)
+    first = train(TrainConfig(steps=2, **common))
+    assert first["config"]["bf16"] is True
+    monkeypatch.setattr(config, "_bf16_is_fast", lambda: False)  # the measurement now says otherwise
+    resumed = train(TrainConfig(steps=4, resume=True, **common))
+    assert resumed["steps"] == 4 and resumed["config"]["bf16"] is True
