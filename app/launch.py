@@ -26,3 +26,21 @@ def run_app(host: str = "127.0.0.1", port: int = 8501) -> int:
     print(f"lmscope: http://{host}:{port}", file=sys.stderr)
     os.execve(sys.executable, streamlit_argv(host, port), env)  # replace this process: its PID is streamlit's
     return 0
+
+
+def wait_healthy(url: str, proc, timeout: float = 60.0, poll: float = 0.05) -> None:
+    """Poll `url`/_stcore/health until the server answers "ok"; RuntimeError if `proc` (a Popen) exits
+    first or `timeout` seconds pass. Used by the browser tests, the browser bench and the load test."""
+    import time
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with status {proc.returncode} before it was healthy")
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(poll)
+    raise RuntimeError(f"{url} did not become healthy in {timeout:.0f} s")

@@ -109,23 +109,15 @@ def _lmscope_argv(port: int) -> list[str]:
 @contextmanager
 def serve(argv_of, env: dict[str, str] | None = None):
     """Start a server (`argv_of(port)`), wait until healthy; yields (url, start time); stops its PID."""
+    from app.launch import wait_healthy
+
     port = _free_port()
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv_of(port), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv_of(port)[:4]} exited with status {proc.returncode}")
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                if time.monotonic() > end:
-                    raise RuntimeError(f"{url} did not become healthy") from None
-                time.sleep(0.05)
+        wait_healthy(url, proc, timeout=90)
         yield url, t0
     finally:
         proc.terminate()

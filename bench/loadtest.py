@@ -129,17 +129,12 @@ def _free_port() -> int:
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("the server did not become healthy in time")
+    from app.launch import wait_healthy
+
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=timeout, poll=0.3)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _rss(pid: int | None) -> int | None:

@@ -34,17 +34,7 @@ def need_browser() -> None:
     pytest.importorskip("playwright")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with status {proc.returncode} before it was healthy")
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy in {timeout:.0f} s")
+from app.launch import wait_healthy  # noqa: E402  (one poller for tests, bench and load test)
 
 
 @contextmanager
