@@ -93,6 +93,7 @@ def run(quick: bool = True, *, full: bool | None = None) -> list[Row]:
                     ))
             rows.append(_eager_inspection_row(model_dir, onnx_path, repeat))
             rows.append(_bare_forward_row(model_dir, onnx_path, repeat))
+            rows.append(_ceiling_row(torch_model, repeat))
         finally:
             torch.set_num_threads(old_threads)
     return rows
@@ -142,6 +143,60 @@ def _bare_forward_row(model_dir: Path, onnx_path: Path, repeat: int, n: int = 12
     ms = _median_ms({"torch": eager, "onnx": lambda: onnx_model.backend.forward(ids)}, repeat)
     return Row(name=f"bare forward {n} tok, 1 thread, vs eager+attn", tokens=n, threads=1, torch_ms=ms["torch"],
                onnx_ms=ms["onnx"], speedup=ms["torch"] / ms["onnx"], target="(reported)", passed=True, repeat=repeat)
+
+
+def encoder_flops(n: int, layers: int, hidden: int, intermediate: int) -> float:
+    """Multiply-adds x 2 of one encoder forward over n tokens: Q/K/V/output projections, the two FFN
+    matrices, and the two attention products (scores and weighted values).
+
+        >>> round(encoder_flops(128, 6, 384, 1536) / 1e9, 3)  # MiniLM at 128 tokens: GFLOP
+        2.869
+    """
+    projections = 4 * hidden * hidden + 2 * hidden * intermediate  # weights touched per token per layer
+    attention = 2 * n * hidden  # QK^T and PV per token per layer
+    return 2.0 * n * layers * (projections + attention)
+
+
+def _matmul_gflops(repeat: int, m: int = 128, k: int = 384, n: int = 1536) -> dict[str, float]:
+    """fp32 GFLOP/s of one (m, k) x (k, n) matmul -- the encoder's FFN shape -- in torch and in onnxruntime,
+    1 thread, interleaved."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from model.backends.onnx_backend import make_session
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(m, k), torch.randn(k, n)  # (tokens, hidden), (hidden, intermediate)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(b.numpy(), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8  # what this onnxruntime reads
+    onnx.checker.check_model(proto)
+    sess, x = make_session(proto.SerializeToString(), threads=1), a.numpy()
+    reps = 20 * repeat  # one matmul is ~1 ms: many more runs than a whole inspection
+    ms = _median_ms({"torch": lambda: a @ b, "onnx": lambda: sess.run(None, {"x": x})}, reps)
+    return {k_: 2.0 * m * k * n / (v / 1000) / 1e9 for k_, v in ms.items()}
+
+
+def _ceiling_row(torch_model, repeat: int, n: int = 128) -> Row:
+    """How fast onnxruntime could at best be: the encoder's FLOPs at onnxruntime's own fp32 matmul rate,
+    against lmscope's torch forward measured now. Both runtimes reach about the same matmul rate on this CPU,
+    so when the torch forward already runs near that rate, no graph can be 2x faster in float32."""
+    import torch
+
+    rates = _matmul_gflops(repeat)
+    cfg = torch_model.backend.model.config
+    flops = encoder_flops(n, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size)
+    floor_ms = flops / (rates["onnx"] * 1e9) * 1000
+    ids = torch.randint(5, 200, (1, n), generator=torch.Generator().manual_seed(0))
+    torch.set_num_threads(1)
+    ms = _median_ms({"torch": lambda: torch_model.backend.forward(ids, attentions=False)}, repeat)
+    return Row(name=f"ceiling {n} tok: encoder FLOPs at onnx matmul rate", tokens=n, threads=1, torch_ms=ms["torch"],
+               onnx_ms=floor_ms, speedup=ms["torch"] / floor_ms, target="(best possible)", passed=True, repeat=repeat,
+               gflop=flops / 1e9, matmul_gflops_torch=rates["torch"], matmul_gflops_onnx=rates["onnx"])
 
 
 if __name__ == "__main__":
