@@ -5,6 +5,8 @@
     >>> r.masks[0].predictions[0].token                           # doctest: +SKIP
     'run'
 
+`neuron_data(model, text)` gives the queries and keys behind the maps (bertviz's neuron view).
+
 Data flow: text -> tokenizer (offsets, special flags, word ids) -> backend forward (hidden states, lazy
 attention, logits only where needed) -> kernels (maps, summaries) -> plain numpy/str result.
 """
@@ -18,7 +20,8 @@ import torch
 
 from kernels.attention import AttentionStore
 from model.load import LoadedModel
-from model.results import HeadSummary, Inspection, LogitLens, MaskPrediction, PairPrediction, Prediction, Token
+from model.results import (HeadSummary, Inspection, LogitLens, MaskPrediction, NeuronView, PairPrediction, Prediction,
+                           Token)
 
 MASK_SPELLINGS = ("[MASK]", "<mask>")  # both are six characters: swapping them keeps every offset
 LOG2E = 1.0 / math.log(2.0)
@@ -27,6 +30,10 @@ CHUNK = 256  # positions per LM-head call: bounds logits memory to CHUNK x vocab
 
 class InputError(ValueError):
     """The text (or a setting) cannot be inspected; the message says why."""
+
+
+class Unavailable(ValueError):
+    """This model cannot give the view asked for (e.g. queries and keys from an ONNX graph); the message says why."""
 
 
 @dataclass
@@ -258,3 +265,57 @@ def _logit_lens(loaded: LoadedModel, hs: list[torch.Tensor], enc: Encoded, k: in
             actual[layer, pos.numpy()] = torch.where(valid[pos], a, torch.nan).numpy()
     names = [[tok.convert_ids_to_tokens(row.tolist()) for row in layer] for layer in top_ids]
     return LogitLens(top_ids, top_p, names, actual)
+
+
+def neuron_unavailable(loaded: LoadedModel) -> str | None:
+    """Why `neuron_data` cannot work on this model (no attention, or attention probabilities without the
+    queries and keys behind them), or None when it can."""
+    if "attention" not in loaded.info.capabilities:
+        return loaded.info.unavailable.get("attention", f"{loaded.info.name} exposes no attention outputs")
+    reason = loaded.backend.qk_unavailable()
+    return None if reason is None else f"{loaded.info.name}: {reason}"
+
+
+def neuron_data(loaded: LoadedModel, text: str, text_pair: str | None = None, *,
+                layers: list[int] | None = None) -> NeuronView:
+    """Queries, keys and attention probabilities of every head of `layers` (all when None): the numbers
+    bertviz's neuron view shows, for any torch model lmscope loads (not only bertviz's own model classes).
+
+    The probabilities come from the same recorded queries, keys, scale and mask as `inspect()`'s maps, so
+    they equal `Inspection.attention(layer, head)`. Memory: 2 * L' * H * N * d + L' * H * N * N floats.
+    Raises `Unavailable` (reason from `neuron_unavailable`) for ONNX graphs, ELMo and eager-fallback models.
+
+        >>> v = neuron_data(load_model("demo/gpt2"), "the cat", layers=[1])   # doctest: +SKIP
+        >>> v.queries.shape, v.causal                                          # doctest: +SKIP
+        ((1, 4, 2, 64), True)
+    """
+    reason = neuron_unavailable(loaded)
+    if reason is not None:
+        raise Unavailable(reason)
+    backend = loaded.backend
+    if layers is not None:
+        bad = [l for l in layers if not 0 <= l < backend.num_layers]
+        if bad:
+            raise InputError(f"layer {bad[0]} is out of range: this model has layers 0..{backend.num_layers - 1}")
+    enc = encode(loaded, text, text_pair)
+    ids = torch.from_numpy(enc.input_ids)[None, :]  # (1, N)
+    tti = None if enc.token_type_ids is None else torch.from_numpy(enc.token_type_ids)[None, :]
+    out = backend.forward(ids, None, tti, attentions=True, hidden_states=False)
+    if not out.qk or not out.attention:
+        raise Unavailable(f"{loaded.info.name}: the forward pass recorded no queries and keys")
+    chosen = tuple(range(len(out.qk))) if layers is None else tuple(sorted(set(layers)))
+    queries, keys, probs, scales = [], [], [], []
+    for layer in chosen:
+        q, k, scale = out.qk[layer](None)  # (1, H, N, d) each
+        queries.append(q[0])
+        keys.append(k[0])
+        probs.append(out.attention[layer](None)[0])  # (H, N, N), the function inspect()'s maps come from
+        scales.append(scale)
+    return NeuronView(
+        tokens=enc.tokens, layers=chosen,
+        queries=torch.stack(queries).numpy(),  # (L', H, N, d)
+        keys=torch.stack(keys).numpy(),  # (L', H, N, d)
+        attention=torch.stack(probs).numpy(),  # (L', H, N, N)
+        scale=np.asarray(scales, dtype=np.float32),  # (L',)
+        causal=bool(backend.causal), warnings=list(loaded.info.warnings) + enc.warnings,
+    )

@@ -201,6 +201,54 @@ class Inspection:
 
 
 @dataclass(frozen=True)
+class NeuronView:
+    """Queries, keys and attention of every head of some layers for one text: what bertviz's neuron view
+    draws (`model.inspect.neuron_data`). d is the per-head dimension; L' = len(layers).
+
+    tokens:    the N tokens, special tokens included.
+    layers:    the model's layer indices held here, ascending (row i of the arrays is layer `layers[i]`).
+    queries:   (L', H, N, d) float32 query vectors, as the layer computed them.
+    keys:      (L', H, N, d) float32 key vectors; with grouped-query attention key heads are repeated, so
+               keys[i, h] is the key head that query head h reads.
+    attention: (L', H, N, N) float32 probabilities, rows = queries: softmax(q . k * scale + mask), the same
+               numbers as `Inspection.attention(layer, head)`.
+    scale:     (L',) float32 what q . k is multiplied by before the softmax (usually d ** -0.5).
+    causal:    True when a query sees only itself and earlier tokens (GPT-2).
+    warnings:  human-readable notes (truncation), as in `Inspection.warnings`.
+
+        >>> v = neuron_data(load_model("demo/bert"), "the cat sleeps .")   # doctest: +SKIP
+        >>> q, k, p = v.head(2, 0); q.shape, p.shape                        # doctest: +SKIP
+        ((6, 64), (6, 6))
+    """
+
+    tokens: list[Token]
+    layers: tuple[int, ...]
+    queries: np.ndarray
+    keys: np.ndarray
+    attention: np.ndarray
+    scale: np.ndarray
+    causal: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.queries.shape[1])
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.queries.shape[-1])
+
+    def head(self, layer: int, head: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(queries (N, d), keys (N, d), attention (N, N)) of one head of model layer `layer`."""
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer} is not held here: layers {list(self.layers)}")
+        if not 0 <= head < self.num_heads:
+            raise ValueError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
+        i = self.layers.index(layer)
+        return self.queries[i, head], self.keys[i, head], self.attention[i, head]
+
+
+@dataclass(frozen=True)
 class FilterStage:
     """One stage of the sampling pipeline applied to the full-vocabulary distribution.
 

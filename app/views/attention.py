@@ -1,18 +1,22 @@
 """Attention: one head's map, every head at a glance, a selected token's view, and one lower panel
-(head view with lines, rollout, per-head statistics, or bertviz).
+(head view with lines, rollout, per-head statistics, or bertviz: its head, model or neuron view).
 
 Stays fast on long inputs: the browser gets the selected head's N x N map, thumbnails of every head
-(pooled to 16 x 16, computed once per input) and the one lower panel chosen. Keys: `layer`, `head`,
-`token` (absent: none), `topk`, `panel`, `bertviz` (plus `model`, `text`).
+(pooled to 16 x 16, computed once per input) and the one lower panel chosen. bertviz's views, which carry
+every head's map (the neuron view also each token's query and key vectors), are offered up to 64 tokens.
+Keys: `layer`, `head`, `token` (absent: none), `topk`, `panel`, `bertviz` ("head", "model" or "neuron")
+(plus `model`, `text`). The neuron view opens at the page's layer and head.
 """
 from __future__ import annotations
 
 import streamlit as st
 
 from app import common, figures, state
-from app.widgets import bertviz_view
+from app.widgets import bertviz_view, neuron_view
+from model.inspect import InputError, Unavailable, neuron_data, neuron_unavailable
 
 PANELS = ("head view", "rollout", "head statistics", "bertviz")
+BERTVIZ_VIEWS = ("head", "model", "neuron")
 NO_TOKEN = None  # no token selected (left out of the URL)
 
 
@@ -25,13 +29,35 @@ def _token_section(insp, layer: int, head: int, token: int) -> None:
     st.html(figures.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
 
 
-def _bertviz(insp, layer: int) -> None:
+def _neuron(loaded, insp, layer: int, head: int) -> None:
+    """bertviz's neuron view of (layer, head): each token's query and key, q x k and the softmax."""
+    reason = neuron_unavailable(loaded)
+    if reason is not None:
+        st.info(f"The neuron view needs each head's queries and keys. {reason}.")
+        return
+    try:
+        data = common.derived(insp, "neuron", lambda: neuron_data(loaded, insp.text, insp.text_pair))
+        page = neuron_view.neuron_html(data, layer, head)
+    except (Unavailable, InputError, bertviz_view.BertvizUnavailable) as e:
+        st.warning(str(e))
+        return
+    st.caption("Hover a token on the left to see what it attends to; click the ⊕ beside it for its query, every "
+               "key, their elementwise product, the score q · k (scaled as the model scales it) and the softmax.")
+    st.iframe(page, height=neuron_view.frame_height(data))
+    st.download_button("Download bertviz HTML", page, file_name="bertviz-neuron.html", mime="text/html",
+                       on_click="ignore", key="dl_bertviz")
+
+
+def _bertviz(loaded, insp, layer: int, head: int) -> None:
     n = len(insp.tokens)
     if n > bertviz_view.MAX_TOKENS:
         st.info(f"bertviz views are offered for inputs of at most {bertviz_view.MAX_TOKENS} tokens (they carry every "
                 f"head's full map); this input has {n}. The heatmap and head view above work at any length.")
         return
-    view = state.radio("bertviz view", "bertviz", ("head", "model"), "head")
+    view = state.radio("bertviz view", "bertviz", BERTVIZ_VIEWS, "head")
+    if view == "neuron":
+        _neuron(loaded, insp, layer, head)
+        return
     try:
         page = bertviz_view.bertviz_html(insp, view, layer if view == "head" else None)
     except bertviz_view.BertvizUnavailable as e:
@@ -92,7 +118,7 @@ def render() -> None:
         st.dataframe(figures.head_summary_table(insp), hide_index=True)
         common.show(figures.head_summary_heatmaps(insp), "attention-head-statistics")
     else:
-        _bertviz(insp, layer)
+        _bertviz(loaded, insp, layer, head)
 
 
 render()

@@ -8,12 +8,16 @@ paths), and inline the libraries from PyPI packages:
 
     jQuery  <- XStatic-jQuery 3.7.1.1   (bertviz asks for 2.0.0; it only uses $(...).on/.empty/.append/.val)
     d3      <- XStatic-D3 3.5.17.1      (bertviz asks for 5.7.0; its views use select/enter/append/attr/
-                                         style/on and d3.hsl, all in d3 3; `schemeCategory10` is added)
+                                         style/on and d3.hsl, all in d3 3; `schemeCategory10` and, for the
+                                         neuron view, `line()` (= d3 3's `svg.line()`) are added)
     require <- not needed: a 4-line shim hands the two globals to bertviz's `requirejs([...], fn)` call.
 
 Escaping: tokens travel inside a JSON object in a <script>; `<`, `>`, `&` and U+2028/9 are written as
 \\u escapes, so a `</script>` typed by a user can never close the tag. bertviz's JS writes tokens with
 d3's `.text()`, never as HTML.
+
+bertviz's neuron view (each token's query and key vectors) lives in `app.widgets.neuron_view`, built on
+the helpers here.
 
 Size: bertviz sends every layer's every head (L*H*N*N weights). We offer it only up to `MAX_TOKENS`
 tokens and round weights to 4 decimals (12 x 12 heads at 64 tokens: ~4 MB).
@@ -38,13 +42,16 @@ from model.results import Inspection
 MAX_TOKENS = 64  # bertviz puts all L*H*N*N weights in the page: ~1 MB per 1000 weights of JSON
 DECIMALS = 4  # weights are rounded to this many decimals (bertviz's own output keeps ~17 digits)
 
-_SHIM = """
+# requirejs([...], fn) gets the two globals; d3 4+ names bertviz uses are mapped to their d3 3 equals
+# (`schemeCategory10`: head/model view colours; `line()`: the neuron view's query -> key connectors).
+SHIM = """
 window.require = window.require || {config: function () {}};
 window.requirejs = function (deps, fn) {
   var mods = {jquery: window.jQuery, d3: window.d3};
   return fn.apply(null, deps.map(function (d) { return mods[d]; }));
 };
 if (window.d3 && !window.d3.schemeCategory10) { window.d3.schemeCategory10 = window.d3.scale.category10().range(); }
+if (window.d3 && !window.d3.line) { window.d3.line = function () { return window.d3.svg.line(); }; }
 """
 
 
@@ -75,9 +82,9 @@ def library_sources() -> dict[str, str]:
 
 
 def bertviz_script(view: str) -> str:
-    """bertviz's own head_view.js / model_view.js without its `require.config` block (CDN paths)."""
-    if view not in ("head", "model"):
-        raise BertvizUnavailable(f"unknown bertviz view {view!r}: use 'head' or 'model'")
+    """bertviz's own head_view.js / model_view.js / neuron_view.js without its `require.config` block (CDN paths)."""
+    if view not in ("head", "model", "neuron"):
+        raise BertvizUnavailable(f"unknown bertviz view {view!r}: use 'head', 'model' or 'neuron'")
     path = _package_dir("bertviz") / f"{view}_view.js"
     if not path.is_file():
         raise BertvizUnavailable(f"bertviz is installed without {path.name}")
@@ -111,7 +118,7 @@ def attention_params(insp: Inspection, view: str = "head", layer: int | None = N
         raise BertvizUnavailable(f"bertviz views are offered up to {MAX_TOKENS} tokens (they carry every head's full map); "
                                  f"this input has {n}: use the heatmap and head view above")
     attn = np.stack([insp.attention_layer(l).astype(np.float32) for l in range(insp.num_layers)])  # (L, H, N, N)
-    attn = attn.round(DECIMALS)
+    attn = attn.astype(np.float64).round(DECIMALS)  # a rounded float32 prints as 0.12349999696016312 in JSON
     tokens = [t.text for t in insp.tokens]
     b_start = next((i for i, t in enumerate(insp.tokens) if t.segment == 1), None)
     data = [{"name": None if b_start is None else "All", "attn": attn.tolist(), "left_text": tokens, "right_text": tokens}]
@@ -148,7 +155,7 @@ def bertviz_html(insp: Inspection, view: str = "head", layer: int | None = None)
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>bertviz</title></head><body>"
         f"{body}"
-        f"<script>{libs['jquery']}</script>\n<script>{libs['d3']}</script>\n<script>{_SHIM}</script>\n"
+        f"<script>{libs['jquery']}</script>\n<script>{libs['d3']}</script>\n<script>{SHIM}</script>\n"
         f"<script>{js}</script></body></html>"
     )
 

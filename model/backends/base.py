@@ -10,6 +10,11 @@ Tensors crossing this interface are torch tensors on the CPU:
     attention:     L callables; `fn(heads=None)` returns (batch, len(heads), query, key) float32
                    probabilities of those heads (all when None); a backend computes them lazily where it
                    can (torch: from captured q/k).
+    qk:            L callables or None; `fn(heads=None)` returns (query, key, scale): query and key
+                   (batch, len(heads), seq, dim) float32 as the layer computed them (grouped-query key heads
+                   repeated so key head h serves query head h), and the float the scores q . k were
+                   multiplied by before the mask and softmax. None where a backend only has probabilities
+                   (ONNX graphs, the output_attentions fallback) or no attention (ELMo).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ class ForwardOutput:
     logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # L + 1 x (batch, seq, hidden)
     attention: list[Callable[..., torch.Tensor]] | None = None  # L x (heads=None) -> (batch, head, query, key)
+    # L x (heads=None) -> (query (batch, head, seq, dim), key (batch, head, seq, dim), scale); see above
+    qk: list[Callable[..., tuple[torch.Tensor, torch.Tensor, float]]] | None = None
     pair_logits: torch.Tensor | None = None  # (batch, 2) NSP / SOP head
     # ELMo-style models: backward-LM logits, position i predicts token i-1.
     backward_logits: torch.Tensor | None = None  # (batch, seq, vocab)
@@ -57,6 +64,12 @@ class Backend(ABC):
     has_lm_head: bool = False
     has_pair_head: bool = False
     has_attention: bool = True
+    causal: bool = False  # a query attends only to itself and earlier positions (a decoder)
+
+    def qk_unavailable(self) -> str | None:
+        """Why `forward` gives no per-layer queries and keys (`ForwardOutput.qk`), or None when it does."""
+        return (f"the {self.kind} backend gives attention probabilities only, not the queries and keys they "
+                "are computed from")
 
     @abstractmethod
     def forward(

@@ -5,7 +5,8 @@ How attention weights are obtained: transformers 5 dispatches every attention la
 query, key, mask and scale when an inspection asks for it, and (2) computes the layer's output with
 PyTorch's fused `scaled_dot_product_attention` — the same output eager attention gives (to ~1e-6).
 `kernels.attention.attention_probs` later turns the recorded Q/K into exactly the probabilities eager
-attention computes (tests compare with `output_attentions` of an eager model to 1e-5). So weights always
+attention computes (tests compare with `output_attentions` of an eager model to 1e-5). The recorded Q/K
+themselves are handed out too (`ForwardOutput.qk`, for bertviz's neuron view). So weights always
 exist, the forward pass costs what a forward without attentions costs, and maps are computed one layer
 at a time when a page looks at them.
 
@@ -163,7 +164,7 @@ class TorchBackend(Backend):
         hs = list(out.hidden_states) if out.hidden_states is not None else [out.last_hidden_state]
         last = out.last_hidden_state  # (batch, seq, hidden)
 
-        attn_fns = None
+        attn_fns = qk_fns = None
         if attentions:
             if self.record_attention:
                 if len(record) != self.num_layers:
@@ -172,6 +173,7 @@ class TorchBackend(Backend):
                         "this architecture's attention does not go through transformers' AttentionInterface"
                     )
                 attn_fns = [self._lazy_probs(q, k, mask, scale, causal, attention_mask) for q, k, mask, scale, causal in record]
+                qk_fns = [self._lazy_qk(q, k, scale) for q, k, _, scale, _ in record]
             elif out.attentions is not None:
                 attn_fns = [(lambda heads=None, a=a: (a if heads is None else a[:, heads]).float()) for a in out.attentions]
 
@@ -192,6 +194,7 @@ class TorchBackend(Backend):
             hidden_states=hs if hidden_states else [last],
             logits_fn=logits_fn,
             attention=attn_fns,
+            qk=qk_fns,
             pair_logits=pair_logits,
         )
 
@@ -207,6 +210,25 @@ class TorchBackend(Backend):
                                        causal=causal)
 
         return compute
+
+    @staticmethod
+    def _lazy_qk(q, k, scale):
+        def get(heads: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+            """(query, key, scale) of the given heads (all when None); key heads repeated to match queries."""
+            hs = list(range(q.shape[1])) if heads is None else list(heads)
+            group = q.shape[1] // k.shape[1]  # grouped-query attention: key head h // group serves query head h
+            with torch.inference_mode():
+                qh = q if heads is None else q[:, hs]  # (batch, head, seq, dim)
+                kh = k if heads is None and group == 1 else k[:, [h // group for h in hs]]  # (batch, head, seq, dim)
+                return qh.float(), kh.float(), float(q.shape[-1] ** -0.5 if scale is None else scale)
+
+        return get
+
+    def qk_unavailable(self) -> str | None:
+        if self.record_attention:
+            return None
+        return (f"{self.architecture}'s attention layers do not go through transformers' AttentionInterface, so they "
+                "run eagerly and report probabilities only, not the queries and keys they are computed from")
 
     def _base_forward_args(self) -> set[str]:
         import inspect as _inspect

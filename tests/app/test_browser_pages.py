@@ -13,7 +13,8 @@ LMSCOPE_SCREENSHOT_DIR (default: `screenshots/` at the repo root; `make screensh
 shown in the README). One more screenshot shows the masked-LM page in lecture mode (?lecture=1).
 
 The attention test also holds the long-input promise: a 512-token text on a random 12-layer, 12-head model
-is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT.
+is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT, whose bertviz neuron
+view is then opened and hovered (the q . k scores it shows are the model's).
 
     pytest -m browser tests/app/test_browser_pages.py    (skipped without /usr/bin/chromium or playwright)
 """
@@ -253,6 +254,33 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
     wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
     wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title=f"Head view, layer {layer_no} head {head_no}")
     shoot(page, "attention")
+
+    # bertviz's neuron view of the same head, drawn inside its iframe from lmscope's queries and keys, offline.
+    from playwright.sync_api import expect
+
+    from model.inspect import neuron_data
+    from model.load import load_model
+
+    page.get_by_role("radiogroup", name="Panel").get_by_text("bertviz", exact=True).click()
+    page.get_by_role("radiogroup", name="bertviz view").get_by_text("neuron", exact=True).click()
+    frame = page.frame_locator("iframe").first
+    expect(frame.locator("#collapsed #leftText text")).to_have_count(n, timeout=30_000)
+    expect(frame.locator("#layer")).to_have_value(layer_no)  # opened at the page's layer and head
+    expect(frame.locator("#att_head")).to_have_value(head_no)
+    run = AGREEMENT.split().index("run") + 1  # [CLS] first
+    frame.locator("#collapsed #leftText g").nth(run).hover()
+    frame.locator("#collapsed #leftText g").nth(run).locator("rect").nth(1).click(force=True)  # its ⊕: expand
+    frame.locator("#expanded #leftText g").nth(run).hover()  # query, keys, q x k, q . k and softmax of "run"
+    expect(frame.locator("#expanded")).to_have_attribute("visibility", "visible")
+    expect(frame.locator("#dotproducts rect[data-value]")).to_have_count(n)
+    view = neuron_data(load_model(str(ASSETS_MODELS / "bert")), AGREEMENT)
+    q, k, _ = view.head(int(layer_no), int(head_no))
+    shown = [float(v) for v in frame.locator("#dotproducts rect").evaluate_all("rs => rs.map(r => r.getAttribute('data-value'))")]
+    want = (q[run] @ k.T * view.scale[int(layer_no)]).tolist()  # the model's scores for "run"
+    assert max(abs(a - b) for a, b in zip(shown, want)) < 0.01, (shown, want)
+    assert frame.locator("#queries .element").count() == n * view.head_dim
+    assert "bertviz=neuron" in page_url(page, "bertviz=neuron")
+    assert page.outside == []
 
 
 def test_masked_lm_page_lists_predictions_and_follows_top_k_and_reseed(page, server):

@@ -168,3 +168,35 @@ def test_layer_head_out_of_range(tiny_models):
         r.attention(9, 0)
     with pytest.raises(ValueError, match="head 4 is out of range"):
         r.attention(0, 4)
+
+
+@pytest.mark.parametrize("arch", ["bert-mlm", "gpt2", "albert-pretraining", "distilbert-mlm"])
+def test_forward_qk_gives_the_queries_and_keys_of_the_attention(tiny_models, arch):
+    from kernels.attention import attention_probs
+
+    m = load_model(tiny_models[arch])
+    ids = m.tokenizer("the dogs near the cat run.", return_tensors="pt")["input_ids"]
+    out = m.backend.forward(ids)
+    assert len(out.qk) == len(out.attention) == m.backend.num_layers
+    for layer, (qk, probs) in enumerate(zip(out.qk, out.attention)):
+        q, k, scale = qk()  # (1, H, N, d) each
+        assert q.shape == k.shape == (1, m.backend.num_heads, ids.shape[1], q.shape[-1])
+        assert scale == pytest.approx(q.shape[-1] ** -0.5)
+        assert torch.allclose(attention_probs(q, k, scale=scale, causal=m.backend.causal), probs(), atol=1e-6)
+        q2, k2, _ = qk([2, 0])
+        assert torch.equal(q2, q[:, [2, 0]]) and torch.equal(k2, k[:, [2, 0]])
+    assert m.backend.forward(ids, attentions=False).qk is None
+
+
+def test_forward_qk_repeats_grouped_key_heads():
+    from kernels.attention import attention_probs
+    from model.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8)  # 4 query heads share 2 key heads
+    get = TorchBackend._lazy_qk(q, k, None)
+    qa, ka, scale = get()
+    assert ka.shape == (1, 4, 5, 8) and torch.equal(ka, k.repeat_interleave(2, dim=1)) and scale == 8 ** -0.5
+    q1, k1, _ = get([3, 1])
+    assert torch.equal(k1, k[:, [1, 0]])  # query head 3 reads key head 1, query head 1 key head 0
+    assert torch.allclose(attention_probs(q1, k1), attention_probs(q, k)[:, [3, 1]])
