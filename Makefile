@@ -39,7 +39,8 @@ demo-models: setup
 bench: setup
 	$(VENV)/bin/lmscope bench
 
-# A screenshot of every page (docs/screenshots/*.png, 1400x1000) taken by the browser tests on the demo models (assets/models).
+# A screenshot of every page (docs/screenshots/*.png, 1400 wide, from the page top down to the figure shown, 256-colour PNG)
+# taken by the browser tests on the demo models (assets/models).
 screenshots: setup browser-deps
 	LMSCOPE_SCREENSHOT_DIR=docs/screenshots OMP_NUM_THREADS=1 $(PY) -m pytest -m browser tests/app/test_browser_pages.py -q
 

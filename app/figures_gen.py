@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -33,6 +34,11 @@ NAN_GREY_VIRIDIS = [[0.0, "#eeeeee"], [0.009, "#eeeeee"], [0.0099, "#440154"], [
 STAGE_TITLES = {"input": "model distribution", "repetition_penalty": "repetition penalty",
                 "temperature": "temperature", "top_k": "top-k", "top_p": "top-p (nucleus)",
                 "typical_p": "typical-p", "min_p": "min-p"}
+BASE_FONT = 12  # plotly's default type size (px)
+LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode
+LINE = 1.3  # a line of text is this many font sizes tall
+TICK_PAD = 8  # px between an axis and its tick labels, and around them
+TICK_CHARS = 14  # longer token tick labels are shortened (the hover text keeps the whole token)
 
 
 def show_token(piece: str) -> str:
@@ -64,6 +70,23 @@ def _unique(labels: Sequence[str]) -> list[str]:
     return out
 
 
+def _short(piece: str, limit: int = 0) -> str:
+    """`show_token`, cut to `limit` characters (TICK_CHARS if 0) with an ellipsis; not escaped.
+
+    >>> _short("Ġinternationally", 8)
+    '␣intern…'
+    """
+    s = show_token(piece)
+    limit = limit or TICK_CHARS
+    return s if len(s) <= limit else s[:max(1, limit - 1)] + "…"
+
+
+def _text_px(text: str, size: float) -> float:
+    """A generous estimate of `text`'s rendered width in px at font `size` (plotly's sans-serif): wide
+    (CJK) characters 1 em, others 0.62 em (wider than the average Latin letter)."""
+    return size * sum(1.0 if unicodedata.east_asian_width(c) in "WF" else 0.0 if c == "\u200b" else 0.62 for c in text)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Generation: the sampling pipeline stage by stage
 
@@ -74,10 +97,48 @@ def _stage_title(stage: FilterStage, vocab: int) -> str:
     return f"{name}{f' ({params})' if params else ''}: {stage.kept} of {vocab} tokens kept"
 
 
-def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], list[str]], top_n: int = 15) -> go.Figure:
+@dataclass(frozen=True)
+class StageGeometry:
+    """Pixel budget of the stage chart, per row from the top: the legend, row 1's title, row 1's bars, its
+    tick labels, row 2's title, ... and the last row's tick labels (the bottom margin)."""
+
+    bars: float  # plot height of one row's bars
+    gap: float  # between two rows: the upper row's tick labels + the lower row's title + padding
+    ticks: float  # room under an axis for its tick labels (rotated -45 degrees when they do not fit flat)
+    title: float  # a subplot title's height
+    legend: float  # the legend's band at the very top
+    top: float  # margin above row 1: legend + row 1's title
+    bottom: float  # margin under the last row: its tick labels
+
+    def height(self, rows: int) -> int:
+        return int(math.ceil(self.top + self.bottom + rows * self.bars + (rows - 1) * self.gap))
+
+    def spacing(self, rows: int) -> float:
+        """make_subplots' vertical_spacing: the gap as a fraction of the plot area's height."""
+        return self.gap / (rows * self.bars + (rows - 1) * self.gap) if rows > 1 else 0.0
+
+
+def stage_geometry(tick_labels: Sequence[str], font_size: int = BASE_FONT) -> StageGeometry:
+    """Room for `tick_labels` (shown text, unescaped) and the titles at `font_size` px (titles 2 px more)."""
+    fs = font_size
+    widest = max((_text_px(t, fs) for t in tick_labels), default=0.0)
+    ticks = TICK_PAD + (widest + LINE * fs) * math.sin(math.radians(45))  # a -45 degree label's drop
+    title = LINE * (fs + 2) + 6
+    legend = LINE * fs + 14
+    return StageGeometry(bars=8 * fs + 24, gap=ticks + title + 10, ticks=ticks, title=title, legend=legend,
+                         top=legend + title + 8, bottom=ticks + 8)
+
+
+def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], list[str]], top_n: int = 15,
+                 font_size: int = BASE_FONT) -> go.Figure:
     """One row per pipeline stage: the `top_n` tokens in the order the previous stage ranked them, bars
     at this stage's probability; tokens this stage removed are grey ghosts at their previous probability,
     and a dashed line marks the cut-off. names(ids) -> token strings.
+
+    Every row gets a fixed pixel budget (`stage_geometry`): its title sits in the gap above its bars, under
+    the tick labels of the row above even when those are rotated, for any number of rows and at
+    `font_size` (pass LECTURE_FONT in lecture mode). Tick labels longer than TICK_CHARS are shortened with
+    an ellipsis; the hover text gives the whole token.
 
     stages[i].probs: (V,) float32 over the full vocabulary (zeros where filtered out).
     """
@@ -85,30 +146,40 @@ def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], lis
         raise ValueError("no stages to draw")
     vocab = len(stages[0].probs)
     n = min(top_n, vocab)
-    fig = make_subplots(rows=len(stages), cols=1, subplot_titles=[_stage_title(s, vocab) for s in stages],
-                        vertical_spacing=min(0.12, 0.5 / len(stages)))
-    prev = stages[0].probs
-    for row, stage in enumerate(stages, start=1):
+    rows, prev = [], stages[0].probs
+    for stage in stages:
         order = np.argsort(-prev, kind="stable")[:n]  # (n,) ids, ranked by the distribution this stage received
-        before, after = prev[order], stage.probs[order]  # (n,), (n,)
+        pieces = names(order.tolist())
+        rows.append((stage, order, prev, pieces))
+        prev = stage.probs
+    lay = stage_geometry([_short(p) for _, _, _, pieces in rows for p in pieces], font_size)
+    fig = make_subplots(rows=len(stages), cols=1, subplot_titles=[_stage_title(s, vocab) for s in stages],
+                        vertical_spacing=lay.spacing(len(stages)))
+    fig.update_annotations(font_size=font_size + 2)  # only the subplot titles so far
+    first_cut = _first_cut_row(stages, n)
+    for row, (stage, order, before_all, pieces) in enumerate(rows, start=1):
+        before, after = before_all[order], stage.probs[order]  # (n,), (n,)
         kept = after > 0
-        labels = _unique([label(t) for t in names(order.tolist())])
-        fig.add_trace(go.Bar(x=labels, y=np.where(kept, after, 0.0), marker_color=KEPT_COLOR, name="kept",
+        ticks = _unique([html.escape(_short(p), quote=True) for p in pieces])
+        full = [label(p) for p in pieces]
+        fig.add_trace(go.Bar(x=ticks, y=np.where(kept, after, 0.0), marker_color=KEPT_COLOR, name="kept",
                              legendgroup="kept", showlegend=row == 1,
-                             customdata=np.stack([order, before], -1),
-                             hovertemplate="%{x} (id %{customdata[0]})<br>p = %{y:.4f}<br>before: %{customdata[1]:.4f}<extra></extra>"),
+                             customdata=[[i, b, f] for i, b, f in zip(order.tolist(), before.tolist(), full)],
+                             hovertemplate="%{customdata[2]} (id %{customdata[0]})<br>p = %{y:.4f}<br>"
+                                           "before: %{customdata[1]:.4f}<extra></extra>"),
                       row=row, col=1)
         if (~kept).any():
-            fig.add_trace(go.Bar(x=labels, y=np.where(kept, 0.0, before), marker_color=CUT_COLOR, name="removed here",
-                                 legendgroup="cut", showlegend=True if row == _first_cut_row(stages, n) else False,
-                                 hovertemplate="%{x}: removed (was %{y:.4f})<extra></extra>"),
+            fig.add_trace(go.Bar(x=ticks, y=np.where(kept, 0.0, before), marker_color=CUT_COLOR, name="removed here",
+                                 legendgroup="cut", showlegend=row == first_cut, customdata=full,
+                                 hovertemplate="%{customdata}: removed (was %{y:.4f})<extra></extra>"),
                           row=row, col=1)
             k = int(kept.sum())
             if 0 < k and kept[:k].all():  # the stage kept a prefix of the ranking: draw the cut after it
                 fig.add_vline(x=k - 0.5, line_dash="dash", line_color=PICK_COLOR, row=row, col=1)
-        prev = stage.probs
-    fig.update_layout(barmode="overlay", height=max(260, 190 * len(stages)), margin=dict(t=40, b=20, l=40, r=10),
-                      legend=dict(orientation="h", y=1.02 + 0.02 * len(stages), x=1, xanchor="right"))
+    fig.update_layout(barmode="overlay", height=lay.height(len(stages)), font=dict(size=font_size),
+                      margin=dict(t=round(lay.top), b=round(lay.bottom), l=50, r=10),
+                      legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=1, xanchor="right"))
+    fig.update_xaxes(autotickangles=[0, -45], tickfont_size=font_size)  # flat, else -45: what the layout reserves
     fig.update_yaxes(title_text="p", rangemode="tozero")
     return fig
 
@@ -167,7 +238,9 @@ def best_path(nodes: Sequence[BeamNode], token_ids: Sequence[int]) -> list[int]:
 
 
 def _tree_layout(nodes: Sequence[BeamNode]) -> dict[int, float]:
-    """y per node: leaves in depth-first order (children best score first), parents centred on their children."""
+    """Row per node (a tidy tree): every leaf gets a row of its own, in depth-first order (children best
+    score first), and every parent sits halfway between its first and last child. Nodes of one step are
+    therefore at least one row apart (their leaf spans are disjoint)."""
     kids: dict[int, list[BeamNode]] = {}
     for nd in nodes:
         kids.setdefault(nd.parent, []).append(nd)
@@ -189,23 +262,72 @@ def _tree_layout(nodes: Sequence[BeamNode]) -> dict[int, float]:
     return y
 
 
-def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = ()) -> go.Figure:
-    """The beam-search tree: x = generation step, one marker per expanded hypothesis coloured by its fate
-    (kept / pruned / ended / finished), labelled with its token; the returned best path drawn thick."""
+TREE_MARKER = 9  # marker diameter (px)
+TREE_WIDTH_PX = 760  # the narrowest plot width the labels are shortened for (the page's is ~850 px at 1400 px)
+
+
+@dataclass(frozen=True)
+class TreeGeometry:
+    """Pixel budget of the beam tree: `row` px between rows, labels of at most `chars` characters (sized
+    so a label fits between its marker and the column before), `top`/`bottom` margins."""
+
+    row: float
+    chars: int
+    top: float
+    bottom: float
+    pad_above: float  # rows of room above the first row (its labels) ...
+    pad_below: float  # ... and under the last one
+
+    def height(self, rows: int) -> int:
+        return int(math.ceil(self.top + self.bottom + self.row * (rows - 1 + self.pad_above + self.pad_below)))
+
+
+def tree_geometry(steps: int, font_size: int = BASE_FONT, width_px: float = TREE_WIDTH_PX) -> TreeGeometry:
+    """Each label is written above the branch that leads to its node, ending just left of the marker
+    (textposition "top left": plotly puts it r = radius / 0.8 + 1 px from the centre): a row must hold the
+    label (about 1.05 em over its baseline, which is r + 0.25 em above the centre), the thick best-path line
+    of the row above (2 px) and some air."""
+    fs = font_size
+    r = TREE_MARKER / 2 / 0.8 + 1
+    row = math.ceil(r + 1.3 * fs + 8)
+    column = width_px / (steps + 0.6)  # px between two steps; the x range is [-0.3, steps + 0.3]
+    chars = int(max(3, min(TICK_CHARS, (column - r - 14) // (0.62 * fs))))
+    return TreeGeometry(row=row, chars=chars, top=LINE * fs + 20, bottom=2 * LINE * fs + 30, pad_above=1.0, pad_below=0.6)
+
+
+def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), font_size: int = BASE_FONT) -> go.Figure:
+    """The beam-search tree, laid out as a tidy tree (`_tree_layout`): x = generation step, one row per
+    leaf, one marker per expanded hypothesis coloured by its fate (kept / pruned / ended / finished).
+    Branches are drawn as elbows (down the parent's column, then along the child's row) and each token is
+    written on the branch that leads to it, so labels never sit on a marker or on another branch; the
+    returned best path is drawn thick. Labels are shortened to fit between two steps (`tree_geometry`); the
+    hover text gives the whole token, its cumulative log-probability and its status. The figure is as tall
+    as its rows need at `font_size` (pass LECTURE_FONT in lecture mode)."""
     if not nodes:
         raise ValueError("no beam-search tree to draw (use the beam strategy)")
     y = _tree_layout(nodes)
     by_id = {nd.id: nd for nd in nodes}
+    steps = max(nd.step for nd in nodes)
+    lay = tree_geometry(steps, font_size)
+
+    def elbow(a: BeamNode, b: BeamNode) -> tuple[list, list]:
+        return [a.step, a.step, b.step, None], [-y[a.id], -y[b.id], -y[b.id], None]
+
     ex, ey = [], []
     for nd in nodes:
         if nd.parent in by_id:
-            p = by_id[nd.parent]
-            ex += [p.step, nd.step, None]
-            ey += [-y[p.id], -y[nd.id], None]
+            xs, ys = elbow(by_id[nd.parent], nd)
+            ex += xs
+            ey += ys
     fig = go.Figure(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#bbbbbb", width=1), name="edges",
                                hoverinfo="skip", showlegend=False))
     path = [i for i in best_path if i in by_id]
-    fig.add_trace(go.Scatter(x=[by_id[i].step for i in path], y=[-y[i] for i in path], mode="lines",
+    px_, py_ = [], []
+    for a, b in zip(path, path[1:]):
+        xs, ys = elbow(by_id[a], by_id[b])
+        px_ += xs[:-1]
+        py_ += ys[:-1]
+    fig.add_trace(go.Scatter(x=px_ or [by_id[i].step for i in path], y=py_ or [-y[i] for i in path], mode="lines",
                              line=dict(color=PICK_COLOR, width=4), name="best path", hoverinfo="skip"))
     for status, color in STATUS_COLORS.items():
         sel = [nd for nd in nodes if nd.status == status]
@@ -213,14 +335,20 @@ def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = ()) -
             continue
         fig.add_trace(go.Scatter(
             x=[nd.step for nd in sel], y=[-y[nd.id] for nd in sel], mode="markers+text", name=status,
-            marker=dict(color=color, size=9, line=dict(color="#333", width=0.5)),
-            text=[label(nd.token) if nd.parent != -1 else "prompt" for nd in sel], textposition="top center",
-            textfont=dict(size=10), customdata=[[nd.score, nd.id] for nd in sel],
-            hovertemplate="%{text}<br>log p = %{customdata[0]:.3f}<br>node %{customdata[1]}<extra>" + status + "</extra>"))
-    steps = max(nd.step for nd in nodes)
-    fig.update_layout(height=max(300, 22 * (max(y.values()) + 2)), margin=dict(t=30, b=30, l=10, r=10),
-                      xaxis=dict(title="step", dtick=1, range=[-0.5, steps + 0.5]),
-                      yaxis=dict(visible=False), legend=dict(orientation="h", y=1.05))
+            marker=dict(color=color, size=TREE_MARKER, line=dict(color="#333", width=0.5)),
+            text=[html.escape(_short(nd.token, lay.chars), quote=True) if nd.parent != -1 else "" for nd in sel],
+            textposition="top left", textfont=dict(size=font_size),
+            customdata=[[label(nd.token) if nd.parent != -1 else "prompt", nd.score, nd.id] for nd in sel],
+            hovertemplate="<b>%{customdata[0]}</b><br>step %{x}: " + status
+                          + "<br>cumulative log p = %{customdata[1]:.3f}<br>node %{customdata[2]}<extra></extra>"))
+    rows = int(max(y.values())) + 1
+    fig.update_layout(height=lay.height(rows), font=dict(size=font_size),
+                      margin=dict(t=round(lay.top), b=round(lay.bottom), l=10, r=10),
+                      xaxis=dict(title="step", tickmode="array", tickvals=list(range(steps + 1)),
+                                 ticktext=["prompt"] + [str(i) for i in range(1, steps + 1)],
+                                 range=[-0.3, steps + 0.3], showgrid=False, zeroline=False),
+                      yaxis=dict(visible=False, range=[-(rows - 1) - lay.pad_below, lay.pad_above], fixedrange=True),
+                      legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=0, xanchor="left"))
     return fig
 
 

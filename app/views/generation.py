@@ -1,7 +1,8 @@
 """Generation: how a causal model picks its next token.
 
 1. The next-token distribution after the prompt and how each sampling setting reshapes it, stage by stage
-   (repetition penalty -> temperature -> top-k -> top-p -> typical-p -> min-p), on the full vocabulary.
+   (repetition penalty -> temperature -> top-k -> top-p -> min-p -> typical-p, transformers' order), on the
+   full vocabulary.
 2. Step by step: one token per click, its candidates and the pick; the growing text lives in the session.
 3. Greedy vs sampling vs beam search side by side, and the beam-search tree.
 4. Attention over the generated tokens (prompt + continuation inspected, one head at a time).
@@ -27,6 +28,12 @@ STAGE_BARS = 15  # tokens per stage row
 def _names(loaded):
     """id -> token string. The page asks the tokenizer itself here: model/ has no token-name helper yet."""
     return lambda ids: loaded.tokenizer.convert_ids_to_tokens(ids)
+
+
+def _font() -> int:
+    """The figures' type size: common.show enlarges it in lecture mode, and the stage chart and the beam
+    tree size their rows and gaps from it."""
+    return F.LECTURE_FONT if state.current("lecture", False) else F.BASE_FONT
 
 
 def _eos_id(loaded) -> int | None:
@@ -81,7 +88,7 @@ def _distribution(loaded, prompt: str, s: dict) -> None:
     except ValueError as e:
         st.error(str(e))
         return
-    common.show(F.stage_figure(stages, _names(loaded), top_n=STAGE_BARS), "sampling-stages")
+    common.show(F.stage_figure(stages, _names(loaded), top_n=STAGE_BARS, font_size=_font()), "sampling-stages")
     final = stages[-1]
     st.caption(f"After every filter {final.kept} of {len(final.probs)} tokens can still be sampled; "
                f"the best has p = {candidates[0].prob:.3f}." if candidates else "")
@@ -209,7 +216,7 @@ def _beam_tree(results: dict | None) -> None:
                 "beams, **ended** ones stopped (end of text or length) without being returned, **finished** ones "
                 "are returned; the thick line is the best.")
     path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
-    common.show(F.beam_tree_figure(r.beam_tree, path), "beam-tree")
+    common.show(F.beam_tree_figure(r.beam_tree, path, font_size=_font()), "beam-tree")
 
 
 def _attention(loaded, prompt: str, stepped: str, results: dict | None) -> None:

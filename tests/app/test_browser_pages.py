@@ -10,7 +10,10 @@ world's words. Without assets/models (`make demo-models`) the tests are skipped,
 Each test opens one page, drives its main controls and waits for content only the new state produces (a
 figure with the new title / row count drawn, a new message), then saves a screenshot of the page to
 LMSCOPE_SCREENSHOT_DIR (default: `screenshots/` at the repo root; `make screenshots` writes docs/screenshots,
-shown in the README). One more screenshot shows the masked-LM page in lecture mode (?lecture=1).
+shown in the README): from the page's top (its title) down to the figure it is about, in a viewport made as
+tall as that (`shoot`). More screenshots show the masked-LM page in lecture mode (?lecture=1) and bertviz's
+neuron view. The generation test also checks, in the drawn SVG, that no text of the stage chart or of the
+beam tree overlaps other text, bars or markers, in normal and in lecture mode.
 
 The attention test also holds the long-input promise: a 512-token text on a random 12-layer, 12-head model
 is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT, whose bertviz neuron
@@ -20,14 +23,16 @@ view is then opened and hovered (the q . k scores it shows are the model's).
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_page, page_url, screenshot_dir
+from browser_helpers import VIEWPORT, open_page, page_url, screenshot_dir
 from model.registry import ASSETS_MODELS
 
 pytestmark = pytest.mark.browser
@@ -58,6 +63,38 @@ HEATMAP_DRAWN = """([key, title, n]) => {
   if (!d || !d.data || !d.data[0] || !d.data[0].y || d.data[0].y.length != n) return false;
   const t = d.querySelector('.gtitle');
   return !!t && t.textContent.startsWith(title) && !!d.querySelector('.hm image, .heatmaplayer image'); }"""
+# Every pair of drawn boxes of the figure keyed `key` that overlap (more than 1 px): subplot titles, tick
+# labels, bars, the legend, point labels and markers. Returns [kind, text, text] per pair.
+OVERLAPS = """(key) => {
+  const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  const all = (sel) => [...d.querySelectorAll(sel)].map(e => [e, e.getBoundingClientRect()]).filter(([e, r]) => r.width > 0 && r.height > 0);
+  const titles = all('.annotation-text'), ticks = all('.xaxislayer-above text'), bars = all('.barlayer .point path');
+  const legend = all('.legend .traces'), labels = all('.textpoint text'), markers = all('.scatterlayer .points path.point');
+  const hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  const name = (e) => (e.textContent || e.getAttribute('class')).slice(0, 40);
+  const out = [];
+  const check = (kind, as, bs) => { for (const [a, ra] of as) for (const [b, rb] of bs) if (a !== b && hit(ra, rb)) out.push([kind, name(a), name(b)]); };
+  check('title/tick', titles, ticks); check('title/bar', titles, bars); check('title/title', titles, titles);
+  check('tick/bar', ticks, bars); check('legend', legend, [...titles, ...ticks, ...bars, ...labels, ...markers]);
+  check('label/label', labels, labels); check('label/marker', labels, markers);
+  return out; }"""
+# Every scrolled element back to its top (Streamlit scrolls inside <main data-testid=stMain>, not the window).
+SCROLL_TO_TOP = """() => { for (const e of [document.scrollingElement, ...document.querySelectorAll('*')])
+  if (e && e.scrollTop) e.scrollTop = 0; }"""
+# Where a screenshot reaching down to y (px from the top) may end: below every element the sidebar draws
+# and below any element of the page that y would cut through (at most `max`).
+SHOT_BOTTOM = """([y, max]) => {
+  const rect = (e) => e.getBoundingClientRect();
+  const side = [...document.querySelectorAll('[data-testid=stSidebar] [data-testid=stElementContainer], [data-testid=stSidebarNav]')];
+  const boxes = [...document.querySelectorAll('[data-testid=stElementContainer]')].map(rect).filter(r => r.height > 0);
+  let cut = Math.max(y, ...side.map(rect).filter(r => r.height > 0).map(r => r.bottom));
+  for (let moved = true; moved;) {
+    moved = false;
+    for (const r of boxes) if (r.top < cut && r.bottom > cut && r.bottom <= max) { cut = r.bottom; moved = true; }
+  }
+  return cut; }"""
+SHOT_MAX_HEIGHT = 2400
+SHOT_MARGIN = 10  # px under the last element (Streamlit leaves 16 px between elements)
 BARS = ".barlayer .point"
 HEATMAP_IMAGE = ".hm image, .heatmaplayer image"
 
@@ -70,15 +107,41 @@ def bar_count(page, key: str) -> int:
     return page.locator(f".st-key-{key} .js-plotly-plot {BARS}").count()
 
 
-def shoot(page, name: str, at=None, top: bool = False) -> None:
-    """A viewport-sized PNG of the page (not full-page: the files stay small enough for the README),
-    scrolled to the locator `at` if given (to the top of the viewport if `top`)."""
-    if at is not None and top:
-        at.evaluate("e => e.scrollIntoView({block: 'start'})")
-    elif at is not None:
-        at.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)  # let plotly finish its transitions
-    page.screenshot(path=str(screenshot_dir() / f"{name}.png"))
+def shoot(page, name: str, at, then=None, width: int = VIEWPORT["width"]) -> None:
+    """A PNG of the page from its top (the page title is always in it) down to the bottom of the locator
+    `at`, or further down to the end of an element that bottom would cut through (main area or sidebar):
+    the viewport is made as tall as that (and `width` wide) for the shot (at most SHOT_MAX_HEIGHT px; never
+    full-page, as Streamlit scrolls inside its own container), then restored. The mouse is parked in the
+    empty header first (no hover label or plotly mode bar in the picture); `then()`, if given, runs just
+    before the shot (e.g. hovering what the picture is about). Saved as a 256-colour PNG (median cut, which
+    keeps the page's near-white greys apart): the screenshots are committed (docs/screenshots), kept small."""
+    from PIL import Image
+
+    if width != VIEWPORT["width"]:
+        page.set_viewport_size({"width": width, "height": VIEWPORT["height"]})
+        page.wait_for_timeout(500)
+    page.mouse.move(width // 2, 20)
+    page.evaluate(SCROLL_TO_TOP)
+    box = at.bounding_box()  # viewport coordinates, the page scrolled to its top
+    height = page.evaluate(SHOT_BOTTOM, [box["y"] + box["height"], SHOT_MAX_HEIGHT])
+    page.set_viewport_size({"width": width, "height": min(SHOT_MAX_HEIGHT, math.ceil(height) + SHOT_MARGIN)})
+    try:
+        page.wait_for_timeout(500)  # let plotly finish its transitions and follow the resize
+        page.evaluate(SCROLL_TO_TOP)
+        if then is not None:
+            then()
+            page.wait_for_timeout(300)
+        png = page.screenshot()
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    img = Image.open(io.BytesIO(png)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    img.save(screenshot_dir() / f"{name}.png", optimize=True)
+
+
+def assert_no_overlap(page, key: str) -> None:
+    """No text of the plotly figure keyed `key` overlaps other text, bars or markers (as drawn)."""
+    hits = page.evaluate(OVERLAPS, key)
+    assert hits == [], f"{key}: overlapping {hits[:5]}"
 
 
 def expect_shown(page, locator, timeout: float) -> None:
@@ -169,7 +232,7 @@ def test_models_page_describes_a_model_and_a_second_one_beside_it(page, server):
     expect(main.locator("p", has_text="Task:").nth(1)).to_contain_text("causal-lm")
     assert "model2=demo%2Fgpt2" in page_url(page, "model2=")
     assert page.get_by_text("Page not found").count() == 0  # /models is a real path, not only `/`
-    shoot(page, "models")
+    shoot(page, "models", at=layers.nth(1))
 
     page.goto(f"{server}/?model=demo%2Fgpt2")  # the root opens the Models page at its own path, link kept
     expect(main.get_by_role("heading", name="demo/gpt2", exact=True)).to_be_visible(timeout=30_000)
@@ -201,7 +264,7 @@ def test_tokenization_page_cuts_new_text_with_several_tokenizers(page, server):
     expect(main.get_by_text(re.compile(r"^demo/albert — \d+ tokens"))).to_be_visible()  # SentencePiece
     wait_chart(page, "fig_tokenization", title="Tokens aligned on the input")
     assert "lighthouse" in page_url(page, "lighthouse")
-    shoot(page, "tokenization")
+    shoot(page, "tokenization", at=page.locator(".st-key-fig_tokenization"))
 
     page.locator(".st-key-qp_models").get_by_label("Remove demo/gpt2").first.click()  # one tokenizer fewer
     expect(gpt2).to_have_count(0, timeout=30_000)
@@ -253,7 +316,7 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
                            polling="raf", timeout=60_000)
     wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
     wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title=f"Head view, layer {layer_no} head {head_no}")
-    shoot(page, "attention")
+    shoot(page, "attention", at=page.locator(".st-key-fig_attention-heatmap"))
 
     # bertviz's neuron view of the same head, drawn inside its iframe from lmscope's queries and keys, offline.
     from playwright.sync_api import expect
@@ -280,6 +343,15 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
     assert max(abs(a - b) for a, b in zip(shown, want)) < 0.01, (shown, want)
     assert frame.locator("#queries .element").count() == n * view.head_dim
     assert "bertviz=neuron" in page_url(page, "bertviz=neuron")
+
+    def expand_run():  # the mouse was parked elsewhere: hover "run" (still expanded) again
+        frame.locator("#expanded #leftText g").nth(run).hover()
+        expect(frame.locator("#dotproducts rect[data-value]")).to_have_count(n)
+
+    # bertviz draws the expanded view wider than its SVG: a viewport wide enough that nothing is cut off
+    over = frame.locator("svg").first.evaluate("s => s.getBBox().x + s.getBBox().width + 16 - s.getBoundingClientRect().width")
+    shoot(page, "attention-neuron", at=page.locator("iframe").first, then=expand_run,
+          width=VIEWPORT["width"] + max(0, math.ceil(over)))
     assert page.outside == []
 
 
@@ -305,7 +377,7 @@ def test_masked_lm_page_lists_predictions_and_follows_top_k_and_reseed(page, ser
     page.get_by_role("button", name=re.compile("^Reseed")).click()
     expect(seed).not_to_have_value("0", timeout=30_000)
     expect(page.get_by_test_id("stMetric").filter(has_text="not chosen")).to_be_visible()
-    shoot(page, "masked_lm")
+    shoot(page, "masked_lm", at=page.get_by_test_id("stMetric").filter(has_text="not chosen"))
 
 
 def test_lecture_mode_enlarges_the_masked_lm_page(page, server):
@@ -328,6 +400,7 @@ def test_generation_page_steps_samples_and_draws_the_beam_tree(page, server):
     open_page(page, server, "generation", model="demo/gpt2", text=PROMPT, new_tokens="4", beams="3")
     main = page.get_by_test_id("stMain")
     wait_chart(page, "fig_sampling-stages", BARS, 5)  # the stage chart: the distribution, stage by stage
+    assert_no_overlap(page, "fig_sampling-stages")
 
     page.get_by_role("tab", name="Step by step").click()
     nxt = page.get_by_role("button", name="Next token")
@@ -345,12 +418,27 @@ def test_generation_page_steps_samples_and_draws_the_beam_tree(page, server):
 
     page.get_by_role("tab", name="Beam-search tree").click()
     wait_chart(page, "fig_beam-tree", ".scatterlayer .trace", 2)
+    assert_no_overlap(page, "fig_beam-tree")
     shoot(page, "generation-beam-tree", at=page.locator(".st-key-fig_beam-tree"))
 
     page.get_by_role("tab", name="Attention over generated tokens").click()
     wait_chart(page, "fig_generated-attention", HEATMAP_IMAGE, 1, title="layer 0, head 0")
     page.get_by_role("tab", name="Next-token distribution").click()
-    shoot(page, "generation")
+    shoot(page, "generation", at=page.locator(".st-key-fig_sampling-stages"))
+
+    # Lecture mode, every filter on: 7 stage rows in large type, then the beam tree in large type.
+    open_page(page, server, "generation", model="demo/gpt2", text=PROMPT, new_tokens="4", beams="3", lecture="1",
+              temperature="0.8", top_k="40", top_p="0.9", typical_p="0.95", min_p="0.02", repetition_penalty="1.2")
+    wait_chart(page, "fig_sampling-stages", BARS, 7 * 15)
+    assert page.evaluate("() => document.querySelector('.st-key-fig_sampling-stages .js-plotly-plot')"
+                         ".layout.annotations.length") == 7
+    assert_no_overlap(page, "fig_sampling-stages")
+    page.get_by_role("tab", name="Greedy vs sampling vs beam").click()
+    page.get_by_role("button", name="Generate with all three").click()
+    expect(main.get_by_text("Beam search (3 beams)")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Beam-search tree").click()
+    wait_chart(page, "fig_beam-tree", ".scatterlayer .trace", 2)
+    assert_no_overlap(page, "fig_beam-tree")
 
 
 def test_compare_page_draws_both_readings_and_switches_the_logit_lens(page, server):
@@ -373,7 +461,7 @@ def test_compare_page_draws_both_readings_and_switches_the_logit_lens(page, serv
         return d && d.layout.xaxis.title.text.includes('predicting the next one') && d.querySelector('.hm image, .heatmaplayer image'); }""",
                            polling="raf", timeout=30_000)
     assert "lens=demo%2Fgpt2" in page_url(page, "lens=demo%2Fgpt2")
-    shoot(page, "compare", at=page.locator(".st-key-fig_compare-bars"), top=True)
+    shoot(page, "compare", at=page.locator(".st-key-fig_logit-lens"))
 
 
 def test_train_page_runs_a_short_training_job_to_the_end(page, server):
@@ -391,7 +479,7 @@ def test_train_page_runs_a_short_training_job_to_the_end(page, server):
     wait_chart(page, f"fig_loss-{job}", ".scatterlayer .trace", 1)
     expect(main.get_by_test_id("stMetric").filter(has_text="step").get_by_test_id("stMetricValue").first).to_have_text("4 / 4")
     wait_chart(page, f"fig_probe-{job}", BARS, 1, title="step 4")  # the probe sentence at the last checkpoint
-    shoot(page, "train", at=main.get_by_test_id("stProgress"))
+    shoot(page, "train", at=page.locator(f".st-key-fig_loss-{job}"))
 
 
 def test_export_page_exports_to_onnx_and_loads_it_back(page, server):
@@ -407,4 +495,4 @@ def test_export_page_exports_to_onnx_and_loads_it_back(page, server):
     expect(main.get_by_text(re.compile(r"backend onnx"))).to_be_visible()
     wait_chart(page, "fig_onnx-attention", HEATMAP_IMAGE, 1, title="Layer 0, head 0:")
     expect(page.get_by_role("button", name="Exported: export again not needed")).to_be_disabled()
-    shoot(page, "export", at=main.get_by_role("heading", name="Parity measured at export"))
+    shoot(page, "export", at=main.get_by_text("Metadata written beside the graph"))

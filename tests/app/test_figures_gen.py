@@ -57,8 +57,10 @@ def test_stage_figure_matches_the_pipeline(gpt2, cfg):
     for row, s in enumerate(stages, start=1):
         order = np.argsort(-prev, kind="stable")[:12]
         kept_bar = by_row[row][0]
-        assert [int(i) for i in kept_bar.customdata[:, 0]] == order.tolist()
-        assert kept_bar.x[0].replace("\u200b", "") == F.label(gpt2.tokenizer.convert_ids_to_tokens(int(order[0])))
+        assert [int(c[0]) for c in kept_bar.customdata] == order.tolist()
+        first = gpt2.tokenizer.convert_ids_to_tokens(int(order[0]))
+        assert kept_bar.customdata[0][2] == F.label(first)  # the hover text: the whole token
+        assert kept_bar.x[0].replace("\u200b", "") == html.escape(F._short(first))  # the tick: maybe shortened
         np.testing.assert_allclose(kept_bar.y, np.where(s.probs[order] > 0, s.probs[order], 0), rtol=1e-6)
         removed = s.probs[order] == 0
         if removed.any():  # ghosts stand at the probability the token had before this stage
@@ -66,6 +68,112 @@ def test_stage_figure_matches_the_pipeline(gpt2, cfg):
         prev = s.probs
     if "top_k" in cfg:  # top-k keeps a prefix of the ranking: the cut sits after bar k
         assert any(sh.x0 == cfg["top_k"] - 0.5 for sh in fig.layout.shapes)
+
+
+STAGE_NAMES = ["input", "repetition_penalty", "temperature", "top_k", "top_p", "typical_p", "min_p"]
+# Token names for the synthetic stages: short, long (shortened on the axis), wide (CJK), markup (escaped).
+PIECES = ["Ġthe", "Ġinternationalization", "Ġ日本語の単語", "<b>", "Ġcat", "##ing", "Ġa", "Ġextraordinarily"]
+
+
+def synthetic_stages(n: int, vocab: int = 60, seed: int = 0) -> list:
+    """`n` pipeline stages over a random distribution, each filter dropping a few of the best tokens'
+    tail (so ghosts and cut-off lines appear)."""
+    from model.results import FilterStage
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(vocab, 0.3)).astype(np.float32)
+    stages = [FilterStage("input", {}, probs, vocab)]
+    for i, name in enumerate(STAGE_NAMES[1:n], start=1):
+        p = stages[-1].probs.copy()
+        p[np.argsort(-p)[15 - i:]] = 0  # keep the best 15 - i
+        p /= p.sum()
+        stages.append(FilterStage(name, {name: 0.5}, p, int((p > 0).sum())))
+    return stages
+
+
+def synthetic_names(ids):
+    return [PIECES[i % len(PIECES)] for i in ids]
+
+
+def em_width(text: str) -> float:
+    """The test's own estimate of a label's width in em (not the figure's): CJK 1 em, others 0.6 em."""
+    import unicodedata
+
+    text = html.unescape(text.replace("\u200b", ""))
+    return sum(1.0 if unicodedata.east_asian_width(c) in "WF" else 0.6 for c in text)
+
+
+def check_stage_geometry(fig, font: int, scale: float = 1.0) -> None:
+    """Pixel geometry of a stage chart `scale` times as tall as built (app.common.show makes lecture-mode
+    figures 1.4 times taller): every subplot title sits on top of its own axis domain, under the room the
+    row above needs for its tick labels (rotated -45 degrees, the most plotly is allowed to turn them),
+    the first one under the legend, the last row's labels inside the bottom margin; bars keep real room."""
+    titles = fig.layout.annotations
+    rows = len(titles)
+    height = fig.layout.height * scale
+    top, bottom = fig.layout.margin.t, fig.layout.margin.b
+    plot = height - top - bottom  # px of the plot area (paper y 0 -> 1)
+    line = 1.2  # a line of text, in em
+
+    def tick_room(row: int) -> float:  # px under axis `row` its tick labels may take
+        labels = [tr.x for tr in fig.data if (tr.xaxis or "x") == ("x" if row == 1 else f"x{row}")][0]
+        widest = max(em_width(t) for t in labels) * font
+        return 3 + (widest + line * font) * math.sin(math.radians(45))
+
+    assert tuple(fig.layout.xaxis.autotickangles) == (0, -45)
+    assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 1 and fig.layout.legend.yanchor == "top"
+    assert top >= line * (font + 2) + line * font + 8  # the legend's line, then row 1's title
+    for row, title in enumerate(titles, start=1):
+        d0, d1 = fig.layout[f"yaxis{row if row > 1 else ''}"].domain
+        assert (d1 - d0) * plot >= 100, f"row {row}: bars squeezed to {(d1 - d0) * plot:.0f} px"
+        assert title.yref == "paper" and title.yanchor == "bottom" and title.y == pytest.approx(d1)  # on its own axis
+        assert title.font.size == font + 2
+        title_top = d1 * plot + line * title.font.size
+        if row > 1:
+            p0 = fig.layout[f"yaxis{row - 1 if row > 2 else ''}"].domain[0]
+            room = p0 * plot - title_top  # px between this title's top and the axis above
+            assert room >= tick_room(row - 1) + 2, f"row {row}: title {room:.0f} px under the axis above, " \
+                                                  f"its labels need {tick_room(row - 1):.0f}"
+        else:
+            assert title_top <= plot + top - (line * font + 8)  # under the legend
+    assert bottom >= tick_room(rows)
+
+
+@pytest.mark.parametrize("rows", range(1, 8))
+@pytest.mark.parametrize("font", [F.BASE_FONT, F.LECTURE_FONT])
+def test_stage_figure_gives_every_row_room_for_its_title_and_labels(rows, font):
+    stages = synthetic_stages(rows)
+    fig = F.stage_figure(stages, synthetic_names, top_n=15, font_size=font)
+    assert len(fig.layout.annotations) == rows
+    for scale in (1.0, 1.4):  # as built, and as app.common.show enlarges it in lecture mode
+        check_stage_geometry(fig, font, scale)
+    ticks = {t.replace("\u200b", "") for tr in fig.data for t in tr.x}
+    assert max(len(html.unescape(t)) for t in ticks) <= F.TICK_CHARS  # long tokens are shortened on the axis...
+    for row, traces in rows_of(fig, rows).items():  # ...the hover text keeps them whole (and escaped)
+        ids = [int(c[0]) for c in traces[0].customdata]
+        whole = [F.label(p) for p in synthetic_names(ids)]
+        assert [c[2] for c in traces[0].customdata] == whole
+        assert all(list(tr.customdata) == whole for tr in traces[1:])  # the ghosts' hover too
+    assert any(len(F.show_token(p)) > F.TICK_CHARS for p in synthetic_names(ids))  # the case was exercised
+    assert "%{customdata[2]}" in fig.data[0].hovertemplate
+
+
+def test_stage_figure_geometry_on_the_full_pipeline(gpt2):
+    cfg = SamplingConfig(temperature=0.8, top_k=40, top_p=0.9, typical_p=0.95, min_p=0.02, repetition_penalty=1.2)
+    stages, _ = next_token_distribution(gpt2, "the dogs near the dogs", cfg)
+    assert len(stages) == 7
+    for font in (F.BASE_FONT, F.LECTURE_FONT):
+        check_stage_geometry(F.stage_figure(stages, names_of(gpt2), font_size=font), font)
+
+
+def test_stage_geometry_check_catches_a_squeezed_chart():
+    """The check above fails on the layout this chart used to have (titles over the labels of the row above)."""
+    fig = F.stage_figure(synthetic_stages(2), synthetic_names)
+    fig.update_layout(height=380, margin=dict(t=40, b=20))  # the old fixed 190 px per row...
+    fig.update_layout(yaxis=dict(domain=[0.56, 1.0]), yaxis2=dict(domain=[0, 0.44]))  # ...and 0.12 spacing
+    fig.layout.annotations[0].y, fig.layout.annotations[1].y = 1.0, 0.44
+    with pytest.raises(AssertionError):
+        check_stage_geometry(fig, F.BASE_FONT)
 
 
 def test_stage_figure_follows_temperature(gpt2):
@@ -110,6 +218,86 @@ def test_beam_tree_figure(gpt2):
         sum(1 for n in r.beam_tree if not any(c.parent == n.id for c in r.beam_tree))  # leaves never overlap
     with pytest.raises(ValueError, match="beam"):
         F.beam_tree_figure([])
+
+
+def wide_tree(fanout: int = 6, depth: int = 3) -> list:
+    """A synthetic beam tree: every kept node has `fanout` children (the best kept, the rest pruned), long
+    and repeated tokens included; the last level ends, its best finished."""
+    from model.results import BeamNode
+
+    nodes = [BeamNode(0, -1, 0, "prompt", -1, 0.0, "kept")]
+    frontier = [0]
+    for step in range(1, depth + 1):
+        nxt = []
+        for parent in frontier:
+            for j in range(fanout):
+                status = ("kept" if j < 2 else "pruned") if step < depth else ("finished" if j == 0 and not nxt else "ended")
+                nd = BeamNode(len(nodes), parent, step, PIECES[(parent + j) % len(PIECES)], j, -0.5 * step - 0.1 * j, status)
+                nodes.append(nd)
+                if status == "kept":
+                    nxt.append(nd.id)
+        frontier = nxt
+    return nodes
+
+
+def check_tree_geometry(fig, nodes, font: int) -> None:
+    """The beam tree's pixel geometry: rows far enough apart for a label over a branch, labels narrower than
+    a step, branches drawn as elbows (no slanted line through a label), hover text with everything."""
+    y = F._tree_layout(nodes)
+    by_step: dict[int, list[float]] = {}
+    for n in nodes:
+        by_step.setdefault(n.step, []).append(y[n.id])
+    for step, ys in by_step.items():  # one step's nodes never share a row or sit closer than one row
+        ys.sort()
+        assert all(b - a >= 1 for a, b in zip(ys, ys[1:])), (step, ys)
+    lo, hi = fig.layout.yaxis.range
+    plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    row_px = plot_h / (hi - lo)  # px per layout row
+    assert row_px >= 1.2 * font + F.TREE_MARKER + 2, row_px  # a line of text plus a marker, and air
+    assert hi * row_px >= 1.2 * font + F.TREE_MARKER / 2  # the first row's labels fit above it
+    assert lo <= -max(y.values()) - 0.3 and fig.layout.yaxis.fixedrange
+    x0, x1 = fig.layout.xaxis.range
+    step_px = F.TREE_WIDTH_PX / (x1 - x0)
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert sum(len(t.x) for t in markers) == len(nodes)
+    by_id = {n.id: n for n in nodes}
+    for t in markers:
+        assert t.textposition == "top left"  # on the branch that leads to the node, left of its marker
+        assert "%{customdata[0]}" in t.hovertemplate and "log p" in t.hovertemplate and t.name in t.hovertemplate
+        for text, (full, score, node) in zip(t.text, t.customdata):
+            n = by_id[node]
+            assert full == (F.label(n.token) if n.parent != -1 else "prompt") and score == n.score
+            assert em_width(text) * font + F.TREE_MARKER < step_px, text  # the label fits in its step
+            assert html.unescape(text).rstrip("…") in html.unescape(full) or n.parent == -1
+    for trace in fig.data[:2]:  # the edges and the best path: only horizontal and vertical segments
+        pts = list(zip(trace.x, trace.y))
+        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
+            if None not in (ax, ay, bx, by):
+                assert ax == bx or ay == by, ((ax, ay), (bx, by))
+
+
+@pytest.mark.parametrize("font", [F.BASE_FONT, F.LECTURE_FONT])
+def test_beam_tree_rows_leave_room_for_labels(gpt2, font):
+    r = generate(gpt2, "the dogs", strategy="beam", num_beams=3, max_new_tokens=4)
+    path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
+    check_tree_geometry(F.beam_tree_figure(r.beam_tree, path, font_size=font), r.beam_tree, font)
+    tree = wide_tree()
+    fig = F.beam_tree_figure(tree, [0, 1, 7, 19], font_size=font)
+    check_tree_geometry(fig, tree, font)
+    best = fig.data[1]
+    assert (best.x[-1], best.y[-1]) == (3, -F._tree_layout(tree)[19])  # the thick line ends on the finished leaf
+    deep = wide_tree(fanout=3, depth=12)  # 12 steps: labels shortened to fit, hover keeps them whole
+    check_tree_geometry(F.beam_tree_figure(deep, font_size=font), deep, font)
+
+
+def test_tree_geometry_check_catches_crowded_rows():
+    """The check above fails on the layout this tree used to have (22 px a row, labels over the markers)."""
+    tree = wide_tree()
+    fig = F.beam_tree_figure(tree)
+    rows = max(F._tree_layout(tree).values()) + 1
+    fig.update_layout(height=22 * (rows + 1), margin=dict(t=30, b=30))
+    with pytest.raises(AssertionError):
+        check_tree_geometry(fig, tree, F.BASE_FONT)
 
 
 def test_beam_tree_layout_is_iterative():
