@@ -2,6 +2,8 @@
 and the figure renderer with its download buttons.
 
 Pages stay thin: widgets -> one call into `model/` through these helpers -> `app.figures` -> `show()`.
+This module does not import torch or transformers: the Models page draws while `lmscope app`'s warm-up
+thread still imports them, and reaches the engine only through `engine()` / `load()`, which wait for it.
 User mistakes come back as `None` after an `st.error`/`st.warning` explaining them, never a traceback:
 
     loaded = common.model_picker()                  # sidebar select box bound to ?model=
@@ -23,8 +25,7 @@ import streamlit as st
 
 from app import state
 from model import jobs
-from model.inspect import InputError, inspect
-from model.load import LoadedModel, ModelLoadError, load_model
+from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
@@ -61,6 +62,14 @@ _server_log()
 
 # ---------------------------------------------------------------------------------------------------
 # Frame (called by app/main.py)
+
+
+def engine() -> None:
+    """Wait until torch, transformers and the torch backend are fully imported (importing them if nobody
+    has): `lmscope app` imports them in a warm-up thread while the first page draws, and a half-imported
+    module read from another thread fails (see model.load.IMPORT_LOCK). The frame calls this before every
+    page that imports the engine; `load()` and `inspect_text()` wait the same way."""
+    import_engine()
 
 
 def lecture_mode() -> bool:
@@ -186,6 +195,15 @@ def model_picker(key: str = "model", label: str = "Model", prefer: Callable[[Mod
                  need: str | None = None, sidebar: bool = True) -> LoadedModel | None:
     """Select box of the listed models bound to `?{key}=`; returns the loaded model, or None after a
     message (no models, load error, or the model lacks capability `need`)."""
+    name = pick_model(key, label, prefer, sidebar)
+    if name is None:
+        return None
+    return load_picked(name, need)
+
+
+def pick_model(key: str = "model", label: str = "Model", prefer: Callable[[ModelEntry], bool] | None = None,
+               sidebar: bool = True) -> str | None:
+    """The select box of `model_picker` alone (no loading): the picked name, or None after a warning."""
     where = st.sidebar if sidebar else st
     options = model_options(key)
     if not options:
@@ -193,7 +211,11 @@ def model_picker(key: str = "model", label: str = "Model", prefer: Callable[[Mod
                       "train one on the Train page, or fill the Hugging Face cache.")
         return None
     with st.sidebar if sidebar else st.container():
-        name = state.selectbox(label, key, options, default_model(prefer))
+        return state.selectbox(label, key, options, default_model(prefer))
+
+
+def load_picked(name: str, need: str | None = None) -> LoadedModel | None:
+    """The loading half of `model_picker`: load `name`, show its warnings, check capability `need`."""
     loaded = load(name, where=st)
     if loaded is None:
         return None
@@ -220,6 +242,9 @@ def inspect_text(loaded: LoadedModel, text: str, pair: str | None = None, **kw) 
     if key in cache:
         cache.move_to_end(key)
         return cache[key]["result"]
+    engine()
+    from model.inspect import InputError, inspect
+
     try:
         with st.spinner(f"Running {loaded.info.name}…"):
             result = inspect(loaded, text, pair or None, **kw)

@@ -10,7 +10,7 @@ MAIN = Path(__file__).resolve().parent / "main.py"
 
 def streamlit_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "app.serve", "run", str(MAIN),  # a warm-up, then Streamlit's CLI
+        sys.executable, "-m", "app.serve", "run", str(MAIN),  # page libraries, engine warm-up thread, Streamlit
         "--server.headless", "true",
         "--server.address", host,
         "--server.port", str(port),

@@ -26,6 +26,11 @@ PAGES = [
     ("train.py", "Train"),
     ("export.py", "Export"),
 ]
+# Pages whose scripts import no torch/transformers (url paths; "" is the hidden home page). Every other page
+# waits for the engine (common.engine) before its script runs: on a fresh server `lmscope app`'s warm-up
+# thread is still importing it while the first page draws, and a module half imported by another thread
+# fails when read (app/serve.py).
+ENGINE_FREE = {"", "models"}
 
 
 def pages() -> list:
@@ -49,6 +54,8 @@ st.set_page_config(page_title="lmscope", layout="wide")
 state.begin()
 page = st.navigation(pages(), position="sidebar")
 try:
+    if page.url_path not in ENGINE_FREE:
+        common.engine()
     page.run()  # draws the page; its model picker goes to the sidebar under the navigation
 finally:
     with st.sidebar:  # drawn after the page so they sit at the bottom of the sidebar

@@ -2,12 +2,15 @@
 (every request not to 127.0.0.1 is aborted). Each figure is ours against a baseline measured in the same run.
 
     python -m bench.browser [--full]
+    python -m bench.browser --launch [--repeat N]   # only figure a, N launches of each (default 3)
     lmscope bench [--full]            # every benchmark (bench/run.py)
 
 a. launch: `lmscope app` process start -> the first page's content visible (demo models); baseline: a
-   minimal "hello" Streamlit script launched with the same flags.
+   minimal "hello" Streamlit script started by plain `streamlit run` with the same flags (not through
+   app.serve, which would add lmscope's engine warm-up to the baseline). The launches alternate.
 b. rerun: keypress on the attention page's layer/head slider -> the new heatmap title drawn (median of
-   ~10 moves, demo BERT); baseline: the same keypresses on a trivial Streamlit slider app.
+   ~10 moves, demo BERT); baseline: the same keypresses on a trivial Streamlit slider app (plain
+   `streamlit run`, same flags).
 c. bytes: websocket frames the browser receives for the attention page on a random 12 x 12 x 768 BERT
    (from navigation until the page is fully drawn); baseline: bertviz head_view HTML for the same model
    and text (bench.engine.bench_attention_payload). 256 tokens in short mode (bertviz needs ~20 s and
@@ -94,12 +97,14 @@ def demo_models(tmp: Path) -> tuple[Path, str]:
 
 
 def _hello_argv(script: Path, port: int) -> list[str]:
-    """`streamlit run script` with exactly the flags `lmscope app` uses."""
+    """`streamlit run script` with exactly the flags `lmscope app` uses, started by Streamlit's own CLI
+    (`python -m streamlit`), not by lmscope's app.serve and its engine warm-up."""
     from app.launch import MAIN, streamlit_argv
 
     argv = streamlit_argv("127.0.0.1", port)
     argv[argv.index(str(MAIN))] = str(script)
-    return argv
+    run = argv.index("run")
+    return [sys.executable, "-m", "streamlit", *argv[run:]]
 
 
 def _lmscope_argv(port: int) -> list[str]:
@@ -165,8 +170,8 @@ def _load() -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1) -> Figure:
-    """a. process start -> first page content visible (median of `repeat` launches of each)."""
+def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1, verbose: bool = False) -> Figure:
+    """a. process start -> first page content visible (median of `repeat` launches of each, alternating)."""
     hello = tmp / "hello.py"
     hello.write_text(HELLO_APP)
 
@@ -189,13 +194,18 @@ def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1)
     described = """() => [...document.querySelectorAll('[data-testid=stMetricLabel]')]
         .some(e => e.textContent.includes('Layers x heads'))"""
     base, ours = [], []
-    for _ in range(repeat):
+    for i in range(repeat):
         base.append(first_page(lambda p: _hello_argv(hello, p), {}, TEXT_SHOWN, "hello world"))
         ours.append(first_page(_lmscope_argv, env, described, None))
+        if verbose:
+            print(f"  launch {i + 1}/{repeat}: lmscope {ours[-1]:.2f} s, hello-world {base[-1]:.2f} s ({_load()})",
+                  flush=True)
     b, o = statistics.median(base), statistics.median(ours)
+    runs = "" if repeat == 1 else f" (runs: {', '.join(f'{x:.1f}' for x in ours)} s vs {', '.join(f'{x:.1f}' for x in base)} s)"
     return Figure("launch to first page (demo models)", o, b, "s", "<= 6 s", o <= 6.0,
                   "`lmscope app` start -> Models page describing a model (cold browser cache); baseline: hello-world "
-                  f"Streamlit script, same flags; median of {repeat}; {_load()}" + (f"; {note}" if note else ""))
+                  f"Streamlit script, plain `streamlit run`, same flags; median of {repeat}{runs}; {_load()}"
+                  + (f"; {note}" if note else ""))
 
 
 def _demo_bert(demo: Path) -> tuple[str, int, int]:
@@ -330,7 +340,7 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int, bertviz_views: t
     ]
 
 
-def run(full: bool = False) -> list[Figure]:
+def run(full: bool = False, launch_only: bool = False, repeat: int | None = None) -> list[Figure]:
     why = unavailable()
     if why:
         print(f"{'bench.browser':<44} skipped: {why}", flush=True)
@@ -343,9 +353,11 @@ def run(full: bool = False) -> list[Figure]:
         demo, note = demo_models(tmp)
         br = Browser(pw)
         try:
-            figs.append(bench_launch(br, demo, note, tmp, repeat=3 if full else 1))
-            figs.append(bench_rerun(br, demo, note, tmp, moves=20 if full else 10))
-            figs += bench_attention_view(br, tmp, 512 if full else 256, ("head_view",))
+            figs.append(bench_launch(br, demo, note, tmp, repeat=repeat or (3 if full or launch_only else 1),
+                                     verbose=launch_only))
+            if not launch_only:
+                figs.append(bench_rerun(br, demo, note, tmp, moves=20 if full else 10))
+                figs += bench_attention_view(br, tmp, 512 if full else 256, ("head_view",))
         finally:
             br.close()
         if br.outside:
@@ -353,6 +365,18 @@ def run(full: bool = False) -> list[Figure]:
     return figs
 
 
-if __name__ == "__main__":
-    for f in run(full="--full" in sys.argv):
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="3 launches, 20 slider moves, 512 tokens (slow)")
+    p.add_argument("--launch", action="store_true", help="only the launch figure (a), each launch printed")
+    p.add_argument("--repeat", type=int, help="launches of each app for figure a (default 1, 3 with --full or --launch)")
+    args = p.parse_args(argv)
+    for f in run(full=args.full, launch_only=args.launch, repeat=args.repeat):
         print(f.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,12 +18,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from model.backends.base import Backend  # noqa: E402
+if TYPE_CHECKING:  # importing this module must not import torch: the app's Models page draws without it
+    from model.backends.base import Backend
 
 SUPPORTED_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2", "lmscope-elmo")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
@@ -296,8 +297,7 @@ def _load_onnx(path: Path, name: str) -> LoadedModel:
 # model stays alive for as long as a caller still holds it, so dropping the oldest entry is always safe.
 _CACHE: "OrderedDict[tuple[str, str], LoadedModel]" = OrderedDict()
 MAX_LOADED = int(os.environ.get("LMSCOPE_MAX_LOADED_MODELS", 8))
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}
-_GLOBAL = threading.Lock()
+_GLOBAL = threading.Lock()  # guards _CACHE's order; never held while waiting for another lock
 LOAD_COUNT: dict[tuple[str, str], int] = {}  # how often each key was really loaded (tests, load test)
 # One model load at a time in the process (models of different keys included): transformers resolves its
 # classes through lazy modules that are not thread-safe, and concurrent FIRST loads of different
@@ -305,6 +305,32 @@ LOAD_COUNT: dict[tuple[str, str], int] = {}  # how often each key was really loa
 # (measured: 5 of 6 concurrent first loads in a fresh process). Loads happen once per model and process.
 IMPORT_LOCK = threading.RLock()
 _log = logging.getLogger("lmscope.load")
+# Set once torch, transformers and the torch backend are fully imported (by `import_engine`, under
+# IMPORT_LOCK). The app's warm-up thread holds IMPORT_LOCK from before the server starts until its engine
+# import and first model load are done, and calls `import_engine` last: until then every other thread that
+# asks for the engine waits on the lock instead of reading half-imported modules.
+_ENGINE_READY = threading.Event()
+
+
+def import_engine() -> None:
+    """Import torch, transformers and the torch backend once per process, under IMPORT_LOCK; returns at
+    once when that is done, else waits for whoever holds the lock (e.g. the app's warm-up). Code that may
+    run while a warm-up is in progress reaches the engine only after this (app.common.engine)."""
+    if _ENGINE_READY.is_set():
+        return
+    with IMPORT_LOCK:
+        if _ENGINE_READY.is_set():
+            return
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        from model.backends import torch_backend  # noqa: F401  (imports transformers' modeling code)
+        _ENGINE_READY.set()
+
+
+def engine_imported() -> bool:
+    """Whether `import_engine` has completed in this process."""
+    return _ENGINE_READY.is_set()
 
 
 # Torch threads per server process. One: on 2 cores `lmscope bench` measured inspection on a 12x12 model
@@ -380,19 +406,20 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
             if key in _CACHE:
                 _CACHE.move_to_end(key)
         return hit
-    with _GLOBAL:
-        lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:  # one loader per key; others wait and then share
+    # IMPORT_LOCK is the outermost lock (one loader at a time; callers of the same key wait here and then
+    # share). It must come first: the app's warm-up holds it across its own load_model call, and a caller
+    # holding any other lock while waiting for it could deadlock with that warm-up (it did, with a
+    # per-key lock taken first).
+    with IMPORT_LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             return hit
         t0 = time.perf_counter()
-        with IMPORT_LOCK:
-            if kind == "onnx":
-                loaded = _load_onnx(path, name)
-            else:
-                cfg = read_config(path)
-                loaded = _load_elmo(path, cfg, name) if cfg["model_type"] == "lmscope-elmo" else _load_transformers(path, cfg, name)
+        if kind == "onnx":
+            loaded = _load_onnx(path, name)
+        else:
+            cfg = read_config(path)
+            loaded = _load_elmo(path, cfg, name) if cfg["model_type"] == "lmscope-elmo" else _load_transformers(path, cfg, name)
         with _GLOBAL:
             _CACHE[key] = loaded  # only a fully loaded model enters the cache
             while len(_CACHE) > max(1, MAX_LOADED):

@@ -4,6 +4,9 @@ Lists every model the registry finds (demo, trained, Hugging Face cache); descri
 (architecture, task, size, parameters, vocabulary, layers x heads, positions, capabilities, and which
 views are unavailable and why); a second model (`?model2=`) is described beside it. A local folder can
 be loaded by path (inside the allowed model folders).
+
+The first page of a fresh server: it imports no torch (the list comes from `model.registry`), draws the
+list first and only then waits for the model (see app/serve.py).
 """
 from __future__ import annotations
 
@@ -65,7 +68,8 @@ def _use_path() -> None:
 def render() -> None:
     st.title("Models")
     entries = common.listed_models()
-    loaded = common.model_picker()
+    name = common.pick_model()
+    notes = st.container()  # the picked model's load messages, above the list
     state.keep("text")  # the other pages' text stays in the link
 
     st.markdown("#### Models on this disk")
@@ -80,6 +84,10 @@ def render() -> None:
         if st.session_state.get("models_path_error"):
             st.error(st.session_state["models_path_error"])
 
+    # Loaded after the list is drawn: on a fresh server the warm-up may still be importing the engine
+    # (this waits for it), and the browser draws the list meanwhile.
+    with notes:
+        loaded = common.load_picked(name) if name is not None else None
     options = [NONE] + [n for n in common.model_options("model2") if loaded is None or n != loaded.info.path]
     second = state.selectbox("Compare with a second model", "model2", options, NONE,
                              format_func=lambda v: v or "(none)")
