@@ -14,6 +14,8 @@ the layer x head overview carries `THUMB`-pixel thumbnails, never all maps.
 from __future__ import annotations
 
 import html
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +32,13 @@ SPECIAL_WIDTH = 5.0  # characters of x-axis a special token's box takes outside 
 UNK_COLOR = "#e34a33"
 ACTION_COLORS = {"special": "#d9d9d9", "untouched": "#ffffff", "mask": "#6baed6", "random": "#fd8d3c", "kept": "#74c476"}
 TOP_COLOR, OTHER_COLOR, TRUTH_COLOR = "#2171b5", "#9ecae1", "#e6550d"
+BASE_FONT = 12  # plotly's default type size (px)
+LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode (its titles: 24 px = 4/3 of it)
+LINE = 1.3  # a line of text is this many font sizes tall
+TICK_PAD = 8  # px between an axis and its tick labels, and around them
+TITLE_PAD = 8  # px kept between the figure's top edge and a title
+GRID_TITLE = ("All heads", "(tiles scaled to their own max)")  # the overview's title: name, explanation
+GRID_WIDTH_PX = 320  # plot width the overview's labels are thinned for: the right-hand column at 1400 px
 
 
 def esc(text: str) -> str:
@@ -112,27 +121,102 @@ def layer_thumbnails(insp: Inspection, size: int = THUMB) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def layer_head_grid(thumbs: np.ndarray, selected: tuple[int, int] | None = None) -> go.Figure:
+@dataclass(frozen=True)
+class GridGeometry:
+    """Pixel budget of `layer_head_grid`'s top margin, from the figure's top edge down: `pad`, the title
+    (one line at `title_size` px), in lecture mode its explanation on a line of its own (`note`, at
+    `font_size`), `gap`, then the band of column labels (h0, h1, ...) at `font_size` px just above the plot
+    area, which starts `top` px (the top margin) below the edge. `head_step` / `layer_step`: every how many
+    heads / layers a column / row label is written (1 = all)."""
+
+    font_size: int
+    title_size: int
+    pad: float  # figure top -> title top
+    title: float  # the title line's height
+    note: float  # the explanation's line under the title and the air above it (0: it is on the title's line)
+    gap: float  # title (or note) bottom -> column labels' top
+    labels: float  # the column labels' band: their height + their standoff from the plot area
+    left: float  # left margin: the row labels (L0, L1, ...) and their standoff
+    plot: float  # plot-area height (px) before lecture mode's enlargement
+    head_step: int
+    layer_step: int
+
+    @property
+    def top(self) -> float:
+        return self.pad + self.title + self.note + self.gap + self.labels
+
+
+def grid_geometry(n_layers: int, n_heads: int, font_size: int = BASE_FONT) -> GridGeometry:
+    """The layout of the L x H overview at `font_size` px (pass LECTURE_FONT in lecture mode): the title at
+    4/3 of the type size (app.common.show's 24 px in lecture mode), in lecture mode with its explanation on
+    a second line (one line is wider than the page's right-hand column there), room for the column labels
+    under it, and labels thinned out (every 2nd, 3rd ... head / layer) where they would not fit side by side
+    in a plot `GRID_WIDTH_PX` wide."""
+    fs = int(font_size)
+    title_size = round(fs * 4 / 3)
+    units_w, units_h = max(1, n_heads * (THUMB + 1) - 1), max(1, n_layers * (THUMB + 1) - 1)  # at most
+    # 34 px a layer (at least 200), but no taller than the square tiles get in a column 1.25 x GRID_WIDTH_PX
+    # wide (no empty band beneath them when there are far more heads than layers)
+    plot = float(min(820, max(60, min(max(200, 34 * n_layers), 1.25 * GRID_WIDTH_PX * units_h / units_w))))
+    px_per_unit = min(GRID_WIDTH_PX / units_w, plot / units_h)  # tiles keep square (scaleanchor)
+    label_w = _label_px(f"h{n_heads - 1}", fs) + 4  # the widest column label plus some air
+    head_step = max(1, math.ceil(label_w / ((THUMB + 1) * px_per_unit)))
+    layer_step = max(1, math.ceil((LINE * fs + 2) / ((THUMB + 1) * px_per_unit)))
+    return GridGeometry(font_size=fs, title_size=title_size, pad=TITLE_PAD, title=LINE * title_size,
+                        note=LINE * fs + 6 if fs > BASE_FONT else 0.0, gap=6.0, labels=LINE * fs + TICK_PAD,
+                        left=_label_px(f"L{n_layers - 1}", fs) + TICK_PAD + 4, plot=plot,
+                        head_step=head_step, layer_step=layer_step)
+
+
+def _label_px(text: str, size: float) -> float:
+    """A generous estimate of a short Latin label's width in px (0.62 em per character)."""
+    return 0.62 * size * len(text)
+
+
+def layer_head_grid(thumbs: np.ndarray, selected: tuple[int, int] | None = None,
+                    font_size: int = BASE_FONT) -> go.Figure:
     """All heads at a glance: an L x H grid of thumbnails (from `layer_thumbnails`) in ONE heatmap,
-    tiles separated by empty (NaN) gaps; `selected` = (layer, head) is outlined."""
+    tiles separated by empty (NaN) gaps; `selected` = (layer, head) is outlined.
+
+    Layout (`grid_geometry`; pass `font_size=LECTURE_FONT` in lecture mode): the title's bottom is pinned
+    `gap + labels` px (plus the note's line in lecture mode) above the plot area's top: paper y = 1, yanchor
+    bottom, a px padding; the column labels sit in that band, and the top margin holds it all plus `pad`, so
+    title and labels never overlap, whatever the height (lecture mode's 1.4x enlargement) or an automargin
+    push. Each text is ONE line: plotly anchors a multi-line title by its first line only, so in lecture mode
+    the explanation is an annotation of its own under the title. The y domain shrinks towards the top
+    (square tiles), so the tiles hug the labels.
+    """
     n_layers, n_heads, s, _ = thumbs.shape
+    g = grid_geometry(n_layers, n_heads, font_size)
     step = s + 1
     big = np.full((n_layers * step - 1, n_heads * step - 1), np.nan, dtype=np.float32)  # (L*(s+1)-1, H*(s+1)-1)
     for layer in range(n_layers):
         for head in range(n_heads):
             big[layer * step:layer * step + s, head * step:head * step + s] = thumbs[layer, head]
-    centers = lambda k: [i * step + (s - 1) / 2 for i in range(k)]  # noqa: E731
+    centers = lambda k, every: [i * step + (s - 1) / 2 for i in range(0, k, every)]  # noqa: E731
     fig = go.Figure(go.Heatmap(z=big, colorscale="Blues", zmin=0, zmax=1, showscale=False, hoverinfo="skip",
                                name="overview"))
+    name, note = GRID_TITLE
+    above = g.gap + g.labels  # px from the plot area's top to the bottom of the lowest title line
+    bottom = 10
     fig.update_layout(
-        title="All heads (tiles scaled to their own max)",
-        height=int(min(900, max(260, 34 * n_layers + 80))), margin=dict(l=10, r=10, t=50, b=10),
-        xaxis=dict(tickvals=centers(n_heads), ticktext=[f"h{h}" for h in range(n_heads)], side="top",
-                   showgrid=False, zeroline=False),
-        yaxis=dict(tickvals=centers(n_layers), ticktext=[f"L{l}" for l in range(n_layers)], autorange="reversed",
-                   showgrid=False, zeroline=False, scaleanchor="x"),
+        title=dict(text=name if g.note else f"{name} {note}", x=0, xref="container", xanchor="left", y=1,
+                   yref="paper", yanchor="bottom", pad=dict(b=above + g.note, l=10), font=dict(size=g.title_size),
+                   automargin=False),
+        font=dict(size=g.font_size),
+        height=int(math.ceil(g.top + g.plot + bottom)),
+        margin=dict(l=math.ceil(g.left), r=10, t=math.ceil(g.top), b=bottom),
+        xaxis=dict(tickvals=centers(n_heads, g.head_step), ticktext=[f"h{h}" for h in range(0, n_heads, g.head_step)],
+                   side="top", tickangle=0, ticks="", showgrid=False, zeroline=False, constrain="domain",
+                   constraintoward="left"),
+        yaxis=dict(tickvals=centers(n_layers, g.layer_step), ticktext=[f"L{l}" for l in range(0, n_layers, g.layer_step)],
+                   autorange="reversed", tickangle=0, ticks="", showgrid=False, zeroline=False, scaleanchor="x",
+                   constrain="domain", constraintoward="top"),
         plot_bgcolor="white",
     )
+    if g.note:  # under the title, left-aligned with it (the left margin is g.left px; the title's pad 10 px)
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=1, xanchor="left", yanchor="bottom",
+                           xshift=10 - g.left, yshift=above, showarrow=False, borderpad=0, name="title note")
     if selected is not None:
         layer, head = selected
         fig.add_shape(type="rect", x0=head * step - 1, x1=head * step + s, y0=layer * step - 1, y1=layer * step + s,

@@ -101,7 +101,8 @@ def render() -> None:
         common.show(figures.attention_heatmap(insp, layer, head, selected), "attention-heatmap")
     with right:
         thumbs = common.derived(insp, "thumbnails", lambda: figures.layer_thumbnails(insp))
-        common.show(figures.layer_head_grid(thumbs, (layer, head)), "attention-all-heads")
+        font = figures.LECTURE_FONT if state.current("lecture", False) else figures.BASE_FONT  # common.show's sizes
+        common.show(figures.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")
     if selected is not None:
         _token_section(insp, layer, head, selected)
 

@@ -54,6 +54,38 @@ MAX_NUMBERS = 400_000  # ~7 bytes each in JSON: about 3 MB of data per page at m
 FILTERS = (("aa", "Sentence A -> Sentence A"), ("ab", "Sentence A -> Sentence B"), ("ba", "Sentence B -> Sentence A"),
            ("bb", "Sentence B -> Sentence B"))
 
+MIN_SCALE = 0.75  # the neuron view shrinks to fit its frame down to this scale, then scrolls sideways
+
+# After bertviz's script: fit its drawing into the frame. bertviz's SVG is "100%" wide, but its expanded view
+# (query, key, q x k, q . k, softmax: ~1010 px) is wider than the frame on a 1400 px window and the SVG clips
+# it. Each SVG it draws (it redraws on every menu change) gets a viewBox around its drawing (getBBox counts
+# the hidden expanded group too, so the size holds in both states) and is scaled to the frame's width, down
+# to MIN_SCALE; narrower than that, #vis scrolls sideways. Hover and click targets scale with the drawing.
+_FIT = """
+(function (root, minScale) {
+  var vis = document.querySelector('#' + root + ' #vis');
+  vis.style.overflowX = 'auto';
+  function fit() {
+    var svg = vis.querySelector('svg');
+    if (!svg) return;
+    if (!svg.dataset.w) {
+      var box = svg.getBBox(), x0 = Math.min(0, Math.floor(box.x));
+      svg.dataset.w = Math.ceil(box.x + box.width) - x0 + 4;
+      svg.dataset.h = parseFloat(svg.getAttribute('height'));
+      svg.setAttribute('viewBox', x0 + ' 0 ' + svg.dataset.w + ' ' + svg.dataset.h);
+      svg.setAttribute('preserveAspectRatio', 'xMinYMin meet');
+    }
+    var w = +svg.dataset.w, h = +svg.dataset.h, k = Math.max(minScale, Math.min(1, vis.clientWidth / w));
+    svg.setAttribute('width', Math.floor(w * k));
+    svg.setAttribute('height', Math.ceil(h * k));
+    svg.dataset.scale = k;
+  }
+  new MutationObserver(fit).observe(vis, {childList: true});
+  window.addEventListener('resize', fit);
+  fit();
+})(%s, %s);
+"""
+
 # After bertviz's script: its Layer menu numbers the layers it was given 0, 1, ...; name them by model layer.
 _RELABEL = """
 (function (root, layers) {
@@ -141,7 +173,8 @@ def neuron_html(view: NeuronView, layer: int, head: int = 0) -> str:
             '<span class="dropdown-label">Head: </span><select id="att_head"></select> '
             f'{select}</span><div id="vis"></div></div>')
     js = (f"window.bertviz_params = {script_json(params)};\n{script}\n"
-          + _RELABEL % (script_json(root), script_json(sent_layers(view, layer))))
+          + _RELABEL % (script_json(root), script_json(sent_layers(view, layer)))
+          + _FIT % (script_json(root), MIN_SCALE))
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>bertviz neuron view</title></head><body>"
         f"{body}"
@@ -151,5 +184,6 @@ def neuron_html(view: NeuronView, layer: int, head: int = 0) -> str:
 
 
 def frame_height(view: NeuronView) -> int:
-    """Pixels the iframe needs: bertviz's SVG is N * 26 + 100 px, under a row of menus."""
+    """Pixels the iframe needs: bertviz's SVG is N * 26 + 100 px, under a row of menus. Scaled to fit, it is
+    shorter; when #vis scrolls sideways (scale MIN_SCALE) it is shorter by more than its scrollbar."""
     return len(view.tokens) * 26 + 160

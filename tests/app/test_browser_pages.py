@@ -17,7 +17,9 @@ beam tree overlaps other text, bars or markers, in normal and in lecture mode.
 
 The attention test also holds the long-input promise: a 512-token text on a random 12-layer, 12-head model
 is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT, whose bertviz neuron
-view is then opened and hovered (the q . k scores it shows are the model's).
+view is then opened and hovered (the q . k scores it shows are the model's; at the 1400 px window the expanded
+view, Softmax column included, fits inside its frame). The layer x head overview's title must not overlap its
+column labels, in normal and in lecture mode. The export test checks the export summary wraps inside its box.
 
     pytest -m browser tests/app/test_browser_pages.py    (skipped without /usr/bin/chromium or playwright)
 """
@@ -93,6 +95,15 @@ SHOT_BOTTOM = """([y, max]) => {
     for (const r of boxes) if (r.top < cut && r.bottom > cut && r.bottom <= max) { cut = r.bottom; moved = true; }
   }
   return cut; }"""
+# Pairs of the title / annotations of the figure keyed `key` and its tick labels (or each other) that overlap.
+TITLE_CLEAR = """(key) => {
+  const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  const all = (sel) => [...d.querySelectorAll(sel)].map(e => [e, e.getBoundingClientRect()]).filter(([e, r]) => r.width > 0 && r.height > 0);
+  const titles = all('.gtitle, .annotation-text'), ticks = all('.xaxislayer-above text, .yaxislayer-above text');
+  const hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  const out = [];
+  for (const [a, ra] of titles) for (const [b, rb] of [...ticks, ...titles]) if (a !== b && hit(ra, rb)) out.push([a.textContent, b.textContent]);
+  return out; }"""
 SHOT_MAX_HEIGHT = 2400
 SHOT_MARGIN = 10  # px under the last element (Streamlit leaves 16 px between elements)
 BARS = ".barlayer .point"
@@ -101,6 +112,18 @@ HEATMAP_IMAGE = ".hm image, .heatmaplayer image"
 
 def wait_chart(page, key: str, layer: str = ".trace", count: int = 1, title: str | None = None, timeout: float = 30):
     page.wait_for_function(CHART_DRAWN, arg=[key, layer, count, title], polling="raf", timeout=timeout * 1000)
+
+
+def wait_all_heads(page, timeout: float = 30) -> None:
+    """The attention page's layer x head overview drawn: its tiles, title and column labels."""
+    wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads", timeout=timeout)
+    wait_chart(page, "fig_attention-all-heads", ".xaxislayer-above text", 1, timeout=timeout)
+
+
+def assert_title_clear(page, key: str) -> None:
+    """The figure's title (and any annotation, e.g. a note under it) overlaps no tick label, as drawn."""
+    hits = page.evaluate(TITLE_CLEAR, key)
+    assert hits == [], f"{key}: title overlapping {hits[:5]}"
 
 
 def bar_count(page, key: str) -> int:
@@ -292,7 +315,7 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
     record_property("attention_512_tokens_s", round(elapsed, 3))
     print(f"attention page, {LONG_TOKENS} tokens on 12 x 12: drawn {elapsed:.2f} s after submitting")
     assert elapsed <= ATTENTION_BUDGET_S, f"512-token attention page took {elapsed:.2f} s (budget {ATTENTION_BUDGET_S} s)"
-    wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
+    wait_all_heads(page)
     wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title="Head view, layer 0 head 0")
 
     layer, head = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
@@ -314,8 +337,9 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
     open_page(page, server, "attention", model="demo/bert", text=AGREEMENT, **AGREEMENT_HEAD)
     page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", f"Layer {layer_no}, head {head_no}:", n],
                            polling="raf", timeout=60_000)
-    wait_chart(page, "fig_attention-all-heads", HEATMAP_IMAGE, 1, title="All heads")
+    wait_all_heads(page)
     wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title=f"Head view, layer {layer_no} head {head_no}")
+    assert_title_clear(page, "fig_attention-all-heads")  # its title clear of the h0..h3 column labels
     shoot(page, "attention", at=page.locator(".st-key-fig_attention-heatmap"))
 
     # bertviz's neuron view of the same head, drawn inside its iframe from lmscope's queries and keys, offline.
@@ -348,10 +372,23 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
         frame.locator("#expanded #leftText g").nth(run).hover()
         expect(frame.locator("#dotproducts rect[data-value]")).to_have_count(n)
 
-    # bertviz draws the expanded view wider than its SVG: a viewport wide enough that nothing is cut off
-    over = frame.locator("svg").first.evaluate("s => s.getBBox().x + s.getBBox().width + 16 - s.getBoundingClientRect().width")
-    shoot(page, "attention-neuron", at=page.locator("iframe").first, then=expand_run,
-          width=VIEWPORT["width"] + max(0, math.ceil(over)))
+    # bertviz's expanded view (~1010 px) is wider than the frame at 1400 px: it is scaled to fit (neuron_view's
+    # fit script), so the Softmax column's right edge is inside the frame, not cut off by the SVG
+    edges = frame.locator("#expanded").evaluate(
+        """g => { const heads = [...g.querySelectorAll('text')].filter(t => t.textContent == 'Softmax');
+                  return [g.getBoundingClientRect().right, heads.length ? heads[0].getBoundingClientRect().right : -1,
+                          document.querySelector('#vis').getBoundingClientRect().right, document.documentElement.clientWidth]; }""")
+    softmax_right, heading_right, vis_right, frame_width = edges
+    assert heading_right > 0 and softmax_right <= vis_right + 1 and vis_right <= frame_width, edges
+    shoot(page, "attention-neuron", at=page.locator("iframe").first, then=expand_run)
+
+    # lecture mode: larger type, the all-heads explanation on a line of its own, all clear of the column labels
+    open_page(page, server, "attention", model="demo/bert", text=AGREEMENT, lecture="1", **AGREEMENT_HEAD)
+    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", f"Layer {layer_no}, head {head_no}:", n],
+                           polling="raf", timeout=60_000)
+    wait_all_heads(page)
+    assert page.locator(".st-key-fig_attention-all-heads .annotation-text").count() == 1  # the note line
+    assert_title_clear(page, "fig_attention-all-heads")
     assert page.outside == []
 
 
@@ -495,4 +532,10 @@ def test_export_page_exports_to_onnx_and_loads_it_back(page, server):
     expect(main.get_by_text(re.compile(r"backend onnx"))).to_be_visible()
     wait_chart(page, "fig_onnx-attention", HEATMAP_IMAGE, 1, title="Layer 0, head 0:")
     expect(page.get_by_role("button", name="Exported: export again not needed")).to_be_disabled()
+    report = main.get_by_test_id("stCode").filter(has_text="onnxruntime vs torch")  # the export summary
+    expect(report).to_have_count(1)
+    for needed in ("exported BertForPreTraining", "model.onnx", "outputs:", "metadata:", "tokenizer:", "pair_logits"):
+        expect(report).to_contain_text(needed)
+    widths = report.locator("pre").first.evaluate("p => [p.scrollWidth, p.clientWidth]")
+    assert widths[0] <= widths[1] + 1, f"the export summary runs past its box: {widths}"
     shoot(page, "export", at=main.get_by_text("Metadata written beside the graph"))

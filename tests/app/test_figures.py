@@ -112,6 +112,70 @@ def test_thumbnails_and_grid(bert):
     assert len(s["layout"]["shapes"]) == 1
 
 
+def _shown(fig, lecture: bool):
+    """What app.common.show does to a figure before drawing it (lecture mode: 18 px type, 24 px titles,
+    1.4x height; always: axes push the margins for their labels)."""
+    if lecture:
+        fig.update_layout(font=dict(size=18), title_font=dict(size=24))
+        fig.update_layout(height=int(fig.layout.height * 1.4))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+@pytest.mark.parametrize("lecture", [False, True])
+def test_grid_title_stays_above_the_column_labels(lecture):
+    """The overview's title sits, in paper coordinates, above the top of the y domain plus the room the column
+    labels need (in lecture mode with its explanation on a line of its own between them), and inside the
+    figure, for 1..24 layers x 1..16 heads, in normal and in lecture mode (as common.show draws it).
+    Independent bounds: a label line takes at most 1.4 em + 4 px above the axis, a text line 1.25 em; each
+    text is one line (plotly anchors a multi-line title by its first line only)."""
+    font = figures.LECTURE_FONT if lecture else figures.BASE_FONT
+    sizes = [(L, H) for L in (1, 2, 3, 4, 6, 8, 12, 16, 23, 24) for H in (1, 2, 3, 4, 6, 8, 12, 16)]  # figures: ~0.1 s each
+    for n_layers, n_heads in sizes:
+        fig = _shown(figures.layer_head_grid(np.ones((n_layers, n_heads, 2, 2), np.float32), (0, 0), font_size=font),
+                     lecture)
+        lay, where = fig.layout, f"{n_layers} layers x {n_heads} heads, lecture={lecture}"
+        title = lay.title
+        assert (title.yref, title.y, title.yanchor) == ("paper", 1, "bottom") and "<br>" not in title.text
+        assert lay.yaxis.constraintoward == "top" and lay.yaxis.domain in (None, (0, 1))  # domain top = paper 1
+        assert lay.xaxis.side == "top" and lay.xaxis.tickangle == 0  # labels never rotate into a taller band
+        plot_h = lay.height - lay.margin.t - lay.margin.b
+        fs = lay.font.size
+        above_labels = 1 + (1.4 * fs + 4) / plot_h  # paper y of the column labels' top edge
+        title_bottom = 1 + title.pad.b / plot_h
+        notes = [a for a in lay.annotations if a.name == "title note"]
+        if lecture:  # "All heads", and under it its explanation
+            (note,) = notes
+            assert (note.yref, note.y, note.yanchor) == ("paper", 1, "bottom") and "<br>" not in note.text
+            note_bottom = 1 + note.yshift / plot_h
+            assert note_bottom >= above_labels, where
+            assert title_bottom >= note_bottom + 1.25 * (note.font.size or fs) / plot_h, where
+            assert title.text + " " + note.text == "All heads (tiles scaled to their own max)"
+        else:
+            assert not notes and title.text == "All heads (tiles scaled to their own max)"
+            assert title_bottom >= above_labels, where
+        title_top = title_bottom + 1.25 * title.font.size / plot_h
+        assert title_top <= 1 + lay.margin.t / plot_h, where  # inside the figure's top edge
+        assert title.font.size == (24 if lecture else 16) and fs == font
+        # written labels (every `step`-th) fit side by side in a GRID_WIDTH_PX-wide plot: 0.62 em a character
+        g = figures.grid_geometry(n_layers, n_heads, font)
+        pitch = min(figures.GRID_WIDTH_PX / n_heads, g.plot / n_layers)  # px per tile (tiles stay square)
+        xs, ys = lay.xaxis.ticktext, lay.yaxis.ticktext
+        assert xs[0] == "h0" and len(xs) == len(range(0, n_heads, g.head_step)), where
+        assert g.head_step * pitch >= 0.62 * fs * len(f"h{n_heads - 1}"), where
+        assert ys[0] == "L0" and g.layer_step * pitch >= 1.2 * fs, where
+    for n_layers in range(1, 25):  # every size, as geometry
+        for n_heads in range(1, 17):
+            g = figures.grid_geometry(n_layers, n_heads, font)
+            assert g.labels >= 1.4 * g.font_size + 4 and g.title >= 1.25 * g.title_size
+            assert g.note >= (1.25 * g.font_size if lecture else 0)
+            assert g.top >= g.pad + g.title + g.note + g.labels and g.plot > 0
+    # lecture mode's larger type gets a taller band: the explanation on its own line, more room for the labels
+    normal, big = figures.grid_geometry(12, 12), figures.grid_geometry(12, 12, figures.LECTURE_FONT)
+    assert big.top > normal.top and normal.note == 0 < big.note
+
+
 def _segments(s) -> list[tuple[int, int, str]]:
     out = []
     for tr in s["data"]:

@@ -196,6 +196,8 @@ def test_neuron_page_is_offline_and_escapes_user_text(models):
     page = neuron_view.neuron_html(whole, layer=1, head=0)
     assert page.count("</script>") == 4 and "\\u003c/script\\u003e\\u003cb\\u003e" in page
     assert "window.d3.svg.line()" in page  # the d3 3 shim for d3.line()
+    # scaled to fit its frame (down to MIN_SCALE, then scrolling): the fit script runs on the page's root div
+    assert "getBBox()" in page and re.search(r'\}\)\("bertviz-[0-9a-f]+", ' + re.escape(str(neuron_view.MIN_SCALE)) + r"\);", page)
     assert neuron_view.frame_height(v) == len(v.tokens) * 26 + 160
 
 
