@@ -22,7 +22,7 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     token      int    attention                      selected token index (what it attends to / what attends to it)
     topk       int    attention, masked-lm           lines per token in the head view; predictions per mask
     panel      str    attention                      lower panel: "head view", "rollout", "head statistics", "bertviz"
-    bertviz    str    attention                      bertviz view: "head" or "model"
+    bertviz    str    attention                      bertviz view: "head", "model" or "neuron" (queries and keys; torch models)
     pair       str    masked-lm                      sentence B for next-sentence / sentence-order prediction
     masked     list   masked-lm                      token indices to mask (comma-separated)
     wwm        bool   masked-lm                      whole-word masking (mask every piece of a picked word)
