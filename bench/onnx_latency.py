@@ -38,8 +38,12 @@ class Row(dict):
 
     def line(self) -> str:
         verdict = "PASS" if self["passed"] else "FAIL"
+        extra = ""
+        if "matmul_gflops_onnx" in self:  # the ceiling row: say what it was computed from
+            extra = (f"  ({self['gflop']:.2f} GFLOP; fp32 matmul onnx {self['matmul_gflops_onnx']:.0f} / torch "
+                     f"{self['matmul_gflops_torch']:.0f} GFLOP/s)")
         return (f"{self['name']:<44} onnx {self['onnx_ms']:>8.1f} ms  torch {self['torch_ms']:>8.1f} ms  "
-                f"speedup {self['speedup']:>5.2f}x  target {self['target']:<14} {verdict}")
+                f"speedup {self['speedup']:>5.2f}x  target {self['target']:<14} {verdict}{extra}")
 
 
 def _median_ms(fns: dict, repeat: int) -> dict[str, float]:
