@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model import capabilities
+from model.capabilities import VIEWS  # noqa: F401  (re-exported)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -29,16 +32,8 @@ if TYPE_CHECKING:  # importing this module must not import torch: the app's Mode
 SUPPORTED_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2", "lmscope-elmo")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
 
-# What each task can show; `unavailable` explains the rest.
-VIEWS = {
-    "attention": "attention maps",
-    "mlm": "masked-token predictions",
-    "causal": "next-token predictions and generation",
-    "nsp": "next-sentence prediction",
-    "sop": "sentence-order prediction",
-    "lens": "logit lens",
-    "hidden": "hidden-state norms",
-}
+# What each task can show is VIEWS (model.capabilities, torch-free; `from model.load import VIEWS` keeps
+# working); `unavailable` explains the rest.
 
 
 class ModelLoadError(ValueError):
@@ -188,15 +183,7 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str) -> LoadedMode
 
     check_weights(path)
     tok = _load_tokenizer(path)
-    archs = cfg.get("architectures") or []
-    arch = next((a for a in archs if a in tb.SUPPORTED), None)
-    warnings: list[str] = []
-    if arch is None:
-        base = {"bert": "BertModel", "roberta": "RobertaModel", "albert": "AlbertModel",
-                "distilbert": "DistilBertModel", "gpt2": "GPT2Model"}[cfg["model_type"]]
-        if archs:
-            warnings.append(f"head {archs[0]} is not supported; loaded the bare encoder {base}")
-        arch = base
+    arch, warnings = capabilities.choose_architecture(cfg["model_type"], cfg.get("architectures"))
     cls = getattr(transformers, arch)
     try:
         model, loading = cls.from_pretrained(
@@ -216,17 +203,7 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str) -> LoadedMode
     backend = tb.TorchBackend(model, arch)
     _probe_attention(backend, tok)
 
-    caps = {"hidden"}
-    if backend.has_attention and backend.num_heads:
-        caps.add("attention")
-    if arch in tb.MLM_HEADS:
-        caps |= {"mlm", "lens"}
-    if arch in tb.CAUSAL_HEADS:
-        caps |= {"causal", "lens"}
-    if backend.pair_kind:
-        caps.add(backend.pair_kind)
-    task = ("pretraining" if backend.pair_kind else "masked-lm") if arch in tb.MLM_HEADS else (
-        "causal-lm" if arch in tb.CAUSAL_HEADS else "encoder")
+    caps, task = capabilities.transformers_capabilities(arch, backend.num_heads, backend.has_attention)
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0) or getattr(model.config, "n_embd", 0))
     return LoadedModel(
         info=_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
@@ -249,11 +226,7 @@ def _probe_attention(backend, tok) -> None:
 
 
 def _info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
-    unavailable = {v: f"{desc} need a model with that head/output; {name} is a {task} model"
-                   for v, desc in VIEWS.items() if v not in caps}
-    if "attention" not in caps:
-        unavailable["attention"] = f"{name} has no attention layers ({model_type})" if model_type == "lmscope-elmo" \
-            else f"{name} exposes no attention outputs"
+    unavailable = capabilities.unavailable_views(name, model_type, task, caps)
     return ModelInfo(
         name=name, path=str(path), backend=backend_kind, model_type=model_type, architecture=arch, task=task,
         num_layers=backend.num_layers, num_heads=backend.num_heads, hidden_size=hidden,
@@ -273,7 +246,7 @@ def _load_elmo(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
         raise
     except Exception as e:
         raise ModelLoadError(f"cannot load ELMo model {path}: {e}") from None
-    caps = {"hidden", "causal", "elmo"}
+    caps = set(capabilities.ELMO_CAPABILITIES)
     n_params = sum(p.numel() for p in backend.module.parameters()) if hasattr(backend, "module") else 0
     return LoadedModel(
         info=_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),

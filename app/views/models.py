@@ -6,7 +6,9 @@ views are unavailable and why); a second model (`?model2=`) is described beside 
 be loaded by path (inside the allowed model folders).
 
 The first page of a fresh server: it imports no torch (the list comes from `model.registry`), draws the
-list first and only then waits for the model (see app/serve.py).
+list first and only then waits for the model (see app/serve.py). A model not loaded yet in this process is
+described at once from its files (`model.describe`, no torch: what its load will report) with a "loading"
+caption, and the description is redrawn from the loaded model (which adds load warnings) when the load ends.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from app import common, state
+from model.describe import describe, is_loaded
 from model.load import VIEWS, ModelInfo
 
 NONE = ""  # no second model (left out of the URL)
@@ -47,6 +50,25 @@ def _describe(info: ModelInfo, name: str) -> None:
                               columns=["view", "why"]).set_index("view"))
     for w in info.warnings:
         st.warning(w)
+
+
+def _early(ref: str) -> ModelInfo | None:
+    """The description of a model not loaded yet, read from its files (instant, no torch), else None:
+    already loaded (no need), or not describable without loading (the page then waits, as before)."""
+    try:
+        if is_loaded(ref, restrict=True):
+            return None
+        return describe(ref, restrict=True)  # restrict: the same folders the load may read
+    except Exception:  # any doubt: wait for the load, which reports real problems
+        return None
+
+
+def _draw(slot, info: ModelInfo, name: str, loading: bool = False) -> None:
+    """(Re)draw a model's description in its placeholder."""
+    with slot.container():
+        if loading:
+            st.caption("Read from the model's files; loading the model…")
+        _describe(info, name)
 
 
 def _use_path() -> None:
@@ -85,21 +107,42 @@ def render() -> None:
             st.error(st.session_state["models_path_error"])
 
     # Loaded after the list is drawn: on a fresh server the warm-up may still be importing the engine
-    # (this waits for it), and the browser draws the list meanwhile.
-    with notes:
-        loaded = common.load_picked(name) if name is not None else None
-    options = [NONE] + [n for n in common.model_options("model2") if loaded is None or n != loaded.info.path]
+    # (this waits for it), and the browser draws the list meanwhile -- and the description, when the model
+    # can be described from its files: drawn first, then replaced by the loaded model's.
+    early = _early(name) if name is not None else None
+    loaded = None
+    if early is None and name is not None:
+        with notes:
+            loaded = common.load_picked(name)
+    path = early.path if early is not None else loaded.info.path if loaded is not None else None
+    options = [NONE] + [n for n in common.model_options("model2") if path is None or n != path]
     second = state.selectbox("Compare with a second model", "model2", options, NONE,
                              format_func=lambda v: v or "(none)")
     left, right = st.columns(2) if second != NONE else (st.container(), None)
     with left:
-        if loaded is not None:
-            _describe(loaded.info, state.get("model"))
+        slot = st.empty()
+    if early is not None:
+        _draw(slot, early, state.get("model"), loading=True)
+    if right is not None:
+        with right:
+            slot2 = st.empty()
+        early2 = _early(second)
+        if early2 is not None:
+            _draw(slot2, early2, second, loading=True)
+    if early is not None:
+        with notes:
+            loaded = common.load_picked(name)
+    if loaded is not None:
+        _draw(slot, loaded.info, state.get("model"))
+    elif early is not None:
+        slot.empty()  # the load failed: its message is above
     if right is not None:
         with right:
             other = common.load(second)
-            if other is not None:
-                _describe(other.info, second)
+        if other is not None:
+            _draw(slot2, other.info, second)
+        else:
+            slot2.empty()
 
 
 render()

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,15 @@ import numpy as np
 import torch
 
 from model.backends.base import Backend, ForwardOutput
+from model.capabilities import (  # noqa: F401  (re-exported: tests and callers import them from here)
+    LOGITS_NAMES,
+    PAIR_NAMES,
+    PER_LAYER_ATTENTION,
+    PER_LAYER_HIDDEN,
+    GraphLayout,
+    infer_layout,
+    onnx_capabilities,
+)
 from model.load import LoadedModel, ModelLoadError
 
 FORMAT = "lmscope-onnx"  # the `format` field model.export_onnx writes
@@ -46,54 +54,8 @@ FORMAT = "lmscope-onnx"  # the `format` field model.export_onnx writes
 DEFAULT_THREADS = 1
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
-LOGITS_NAMES = ("logits", "prediction_logits")
-PAIR_NAMES = {"pair_logits": None, "seq_relationship_logits": "nsp", "sop_logits": "sop"}
-PER_LAYER_ATTENTION = re.compile(r"(?:attentions?|attn|attention_probs|attention_weights)[._]?(\d+)")
-PER_LAYER_HIDDEN = re.compile(r"hidden_states?[._](\d+)")
-
-
-@dataclass(frozen=True)
-class GraphLayout:
-    """Which graph outputs hold what. `attentions` / `hidden_states` name one stacked output (layer first)
-    or one output per layer, in layer order."""
-
-    logits: str | None = None
-    last_hidden: str | None = None
-    attentions: tuple[str, ...] = ()
-    attentions_stacked: bool = False
-    hidden_states: tuple[str, ...] = ()
-    hidden_stacked: bool = False
-    pair: str | None = None
-    pair_kind: str | None = None
-
-    @property
-    def outputs(self) -> list[str]:
-        names = [self.logits, self.last_hidden, *self.attentions, *self.hidden_states, self.pair]
-        return [n for n in names if n]
-
-
-def infer_layout(ranks: dict[str, int]) -> GraphLayout:
-    """Graph output name -> rank (0 when unknown) => what each output holds.
-
-        >>> infer_layout({"logits": 3, "attentions.1": 4, "attentions.0": 4}).attentions
-        ('attentions.0', 'attentions.1')
-    """
-    def per_layer(pattern) -> tuple[str, ...]:
-        found = {int(m.group(1)): n for n in ranks if (m := pattern.fullmatch(n))}
-        return tuple(found[i] for i in sorted(found))
-
-    att_stacked = "attentions" in ranks and ranks["attentions"] in (0, 5)
-    hid_stacked = "hidden_states" in ranks and ranks["hidden_states"] in (0, 4)
-    pair = next((n for n in PAIR_NAMES if n in ranks), None)
-    return GraphLayout(
-        logits=next((n for n in LOGITS_NAMES if n in ranks), None),
-        last_hidden="last_hidden_state" if "last_hidden_state" in ranks else None,
-        attentions=("attentions",) if att_stacked else per_layer(PER_LAYER_ATTENTION),
-        attentions_stacked=att_stacked,
-        hidden_states=("hidden_states",) if hid_stacked else per_layer(PER_LAYER_HIDDEN),
-        hidden_stacked=hid_stacked,
-        pair=pair, pair_kind=PAIR_NAMES.get(pair) if pair else None,
-    )
+# What each graph output holds (GraphLayout, infer_layout and the name tables) and what that lets a model show
+# live in model.capabilities (torch-free, shared with model.describe); imported here under their old names.
 
 
 def prune(model, keep: set[str]) -> None:
@@ -447,28 +409,5 @@ def _max_positions(meta, cfg, tok) -> int | None:
 
 
 def _capabilities(backend: OnnxBackend, layout: GraphLayout, task: str, name: str) -> tuple[set[str], dict[str, str]]:
-    caps: set[str] = set()
-    reasons: dict[str, str] = {}
-    if layout.attentions and backend.num_heads:
-        caps.add("attention")
-    else:
-        reasons["attention"] = (f"{name}'s ONNX graph has no attention outputs (export it with `lmscope export-onnx` "
-                                "to keep them); the other views still work")
-    if layout.hidden_states:
-        caps.add("hidden")
-    else:
-        reasons["hidden"] = f"{name}'s ONNX graph has no per-layer hidden_states output"
-    if backend.has_lm_head:
-        if task in ("masked-lm", "pretraining"):
-            caps.add("mlm")
-        elif task == "causal-lm":
-            caps.add("causal")
-        if task != "encoder":
-            if backend.head is not None:
-                caps.add("lens")
-            else:
-                reasons["lens"] = (f"the logit lens needs the LM head outside the graph, which {name} does not have; "
-                                   "export the model with `lmscope export-onnx` (it writes FILE.head.onnx)")
-    if layout.pair and backend.pair_kind:
-        caps.add(backend.pair_kind)
-    return caps, reasons
+    return onnx_capabilities(layout, task, name, num_heads=backend.num_heads, has_lm_head=backend.has_lm_head,
+                             has_head_graph=backend.head is not None, pair_kind=backend.pair_kind)

@@ -29,7 +29,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from kernels.attention import attention_probs
+from model import capabilities
 from model.backends.base import Backend, ForwardOutput
+from model.capabilities import PAIR_KINDS
 
 IMPLEMENTATION = "lmscope"
 
@@ -107,16 +109,18 @@ CAUSAL_HEADS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "GPT2LMHeadModel": lambda m, h: m.lm_head(h),
 }
 PAIR_HEADS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
-    "BertForPreTraining": ("nsp", lambda m, pooled: m.cls.seq_relationship(pooled)),
-    "AlbertForPreTraining": ("sop", lambda m, pooled: m.sop_classifier(pooled)),
+    "BertForPreTraining": (PAIR_KINDS["BertForPreTraining"], lambda m, pooled: m.cls.seq_relationship(pooled)),
+    "AlbertForPreTraining": (PAIR_KINDS["AlbertForPreTraining"], lambda m, pooled: m.sop_classifier(pooled)),
 }
 # Final norm applied to intermediate layers for the logit lens (GPT-2 is pre-LN; its last hidden state
 # already went through ln_f). Post-LN encoders need none.
 LENS_NORMS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "GPT2LMHeadModel": lambda m: m.transformer.ln_f,
 }
-BASE_MODELS = {"BertModel", "RobertaModel", "AlbertModel", "DistilBertModel", "GPT2Model"}
-SUPPORTED = set(MLM_HEADS) | set(CAUSAL_HEADS) | BASE_MODELS
+# Which architectures load, and what each can show, is decided in model.capabilities (torch-free, shared
+# with model.describe); the head tables above cover exactly its lists (tests/model/test_describe.py checks).
+BASE_MODELS = set(capabilities.BASE_MODELS)
+SUPPORTED = set(capabilities.SUPPORTED)
 
 
 class TorchBackend(Backend):
