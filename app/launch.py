@@ -20,6 +20,15 @@ def streamlit_argv(host: str, port: int) -> list[str]:
     ]
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (for tests and benchmarks that start their own server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def run_app(host: str = "127.0.0.1", port: int = 8501) -> int:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")

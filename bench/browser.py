@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,12 +67,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def demo_models(tmp: Path) -> tuple[Path, str]:
     """(folder, note): assets/models, or tiny test models built into `tmp` when the demo models are
     missing or being rebuilt."""
@@ -114,9 +107,9 @@ def _lmscope_argv(port: int) -> list[str]:
 @contextmanager
 def serve(argv_of, env: dict[str, str] | None = None):
     """Start a server (`argv_of(port)`), wait until healthy; yields (url, start time); stops its PID."""
-    from app.launch import wait_healthy
+    from app.launch import free_port, wait_healthy
 
-    port = _free_port()
+    port = free_port()
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv_of(port), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -122,12 +122,6 @@ def _classify(models: Path) -> dict[str, list[str]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     from app.launch import wait_healthy
 
@@ -388,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = work / "runs"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    LMSCOPE_DEMO_MODELS=str(models_dir), LMSCOPE_RUNS=str(runs), LMSCOPE_MAX_TRAINING_JOBS="1")
-        port = _free_port()
+        from app.launch import free_port
+
+        port = free_port()
         log_path = work / "server.log"
         log = open(log_path, "wb")
         lmscope = Path(sys.executable).with_name("lmscope")

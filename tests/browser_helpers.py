@@ -4,7 +4,6 @@ tests/conftest.py), like tiny_models."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1400, "height": 1000}  # screenshots stay this size (not full-page)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def need_browser() -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("needs Debian chromium at /usr/bin/chromium (make browser-deps)")
     pytest.importorskip("playwright")
 
 
-from app.launch import wait_healthy  # noqa: E402  (one poller for tests, bench and load test)
+from app.launch import free_port, wait_healthy  # noqa: E402  (one poller for tests, bench and load test)
 
 
 @contextmanager

@@ -137,13 +137,14 @@ def test_sessions_arriving_during_the_warm_up_get_their_pages(tiny_models, tmp_p
     pytest.importorskip("websockets")
     sys.path.insert(0, str(ROOT))
     from app.launch import wait_healthy
-    from bench.loadtest import Session, Stats, _free_port
+    from app.launch import free_port
+    from bench.loadtest import Session, Stats
 
     demo = tmp_path / "demo"
     demo.mkdir()
     for arch in ("bert-mlm", "gpt2"):
         shutil.copytree(tiny_models[arch], demo / arch)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LMSCOPE_DEMO_MODELS=str(demo),
                LMSCOPE_RUNS=str(tmp_path / "runs"))
