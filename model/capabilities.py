@@ -73,7 +73,7 @@ ELMO_CAPABILITIES = frozenset({"hidden", "causal", "elmo"})
 
 def unavailable_views(name: str, model_type: str, task: str, caps) -> dict[str, str]:
     """View -> why `name` cannot show it (every view of VIEWS not in `caps`)."""
-    unavailable = {v: f"{desc} need a model with that head/output; {name} is a {task} model"
+    unavailable = {v: f"{desc}: {name} ({task} model) has no head or output for this"
                    for v, desc in VIEWS.items() if v not in caps}
     if "attention" not in caps:
         unavailable["attention"] = f"{name} has no attention layers ({model_type})" if model_type == "lmscope-elmo" \

@@ -143,7 +143,7 @@ def test_generation_strategies_beam_tree_and_attention(env):
 def test_generation_refuses_a_masked_lm_politely(env):
     at = open_page("generation", model="demo/bert-mlm")
     assert not at.exception
-    assert any("cannot" in w.value or "need a model" in w.value for w in at.warning)
+    assert any("cannot" in w.value or "has no head or output" in w.value for w in at.warning)
     assert not at.get("plotly_chart")
 
 
