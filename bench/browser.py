@@ -24,12 +24,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,23 +105,10 @@ def _lmscope_argv(port: int) -> list[str]:
 @contextmanager
 def serve(argv_of, env: dict[str, str] | None = None):
     """Start a server (`argv_of(port)`), wait until healthy; yields (url, start time); stops its PID."""
-    from app.launch import free_port, wait_healthy
+    from app.launch import serving
 
-    port = free_port()
-    full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv_of(port), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, timeout=90)
-        yield url, t0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(argv_of, env, cwd=ROOT, timeout=90) as started:
+        yield started
 
 
 class Browser:

@@ -4,11 +4,9 @@ tests/conftest.py), like tiny_models."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,30 +25,15 @@ def need_browser() -> None:
     pytest.importorskip("playwright")
 
 
-from app.launch import free_port, wait_healthy  # noqa: E402  (one poller for tests, bench and load test)
+from app.launch import serving  # noqa: E402  (one server starter for tests and bench)
 
 
 @contextmanager
 def lmscope_app(env: dict[str, str], log: Path | None = None):
     """Start `lmscope app` on a free port with `env` added; yields its base URL; stops its PID."""
-    port = free_port()
-    full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env)
-    out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
+    with serving(argv, env, cwd=ROOT, log=log, timeout=60) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log:
-            out.close()
 
 
 def screenshot_dir() -> Path:
