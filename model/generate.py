@@ -15,6 +15,10 @@ a fresh seed and records it in `settings["seed"]`, so every run can be replayed.
 
 Prompt + max_new_tokens beyond the model's positions: max_new_tokens is reduced to fit, with a warning
 (ValueError only if the prompt alone fills them).
+
+Backends that offer a `Decoder` (`backend.decoder(ids)`, the torch backend's causal LMs) are run
+incrementally with a key/value cache, one new position per step; the others recompute the whole prefix
+with `backend.next_token_logits` at every step. Both give the same logits (to ~1e-5) and tokens.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from model.results import BeamNode, FilterStage, GenerationResult, GenerationSte
 
 __all__ = ["SamplingConfig", "generate", "next_token_distribution"]
 
-MAX_NEW_TOKENS = 1024  # GPT-2's whole context; each step recomputes the prefix, so this bounds the run
+MAX_NEW_TOKENS = 1024  # GPT-2's whole context; backends without a KV cache recompute the prefix each step
 MAX_TOP_CANDIDATES = 1000  # candidates per step are shown in a table, never the whole vocabulary
 # trace=True keeps V float32 per stage per step (GPT-2: 200 KB x up to 7 stages); past this budget the
 # remaining steps are generated without a trace and a warning says so.
@@ -164,8 +168,9 @@ def generate(
     gen = torch.Generator().manual_seed(seed)  # private: same stream as torch.manual_seed(seed), global RNG untouched
     eos = tok.eos_token_id
     steps: list[GenerationStep] = []
+    dec = backend.decoder(ids)  # KV cache, or None: recompute the prefix each step
     for i in range(max_new_tokens):
-        logits = backend.next_token_logits(ids)  # (1, vocab)
+        logits = dec.logits() if dec is not None else backend.next_token_logits(ids)  # (1, vocab)
         if i < traced_steps:
             final, stages = sampling.filter_trace(logits, ids, cfg)  # (1, vocab), stages
         else:
@@ -179,6 +184,8 @@ def generate(
             stages=_stages(stages) if stages else None,
         ))
         ids = torch.cat([ids, nxt[:, None]], dim=1)  # (1, seq + 1)
+        if dec is not None:
+            dec.append(nxt)  # lazy: runs on the next logits() only
         if eos is not None and t == eos:
             break
     new = [s.pick.id for s in steps]
@@ -186,11 +193,34 @@ def generate(
                             steps=steps, settings=settings, warnings=warnings)
 
 
+def _parents(prev: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+    """prev (beams, L), running (beams, L + 1) -> (beams,) int64: for each new beam, a previous beam whose
+    tokens are its prefix. The beam kernel builds every new beam from a previous one plus a token; which
+    copy among identical prefixes does not matter, their caches are equal."""
+    if running.shape[1] != prev.shape[1] + 1:
+        raise RuntimeError(f"beam search grew the beams from {prev.shape[1]} to {running.shape[1]} tokens in one step")
+    match = (running[:, None, :prev.shape[1]] == prev[None, :, :]).all(-1)  # (beams, prev_beams)
+    if not bool(match.any(1).all()):
+        raise RuntimeError("beam search produced a beam that extends none of the previous ones")
+    return match.int().argmax(1)
+
+
 def _beam(loaded, prompt, ids, cfg, num_beams, max_new_tokens, length_penalty, early_stopping, settings, warnings):
     tok, backend = loaded.tokenizer, loaded.backend
 
+    dec = backend.decoder(ids)  # over the (1, prompt) prefix; None: recompute every step
+    seen: list[torch.Tensor] = []  # the running beams of the previous step
+
     def step(running: torch.Tensor) -> torch.Tensor:
-        return backend.next_token_logits(running)  # (beams, vocab)
+        if dec is None:
+            return backend.next_token_logits(running)  # (beams, vocab)
+        if not seen:  # first step: every beam is the prompt
+            dec.reorder(torch.zeros(running.shape[0], dtype=torch.long))
+        else:
+            dec.reorder(_parents(seen[0], running))
+            dec.append(running[:, -1])
+        seen[:] = [running]
+        return dec.logits()  # (beams, vocab)
 
     def process(running: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
         return sampling.apply(logp, running, cfg)  # do_sample=False: only the repetition penalty, on log-probs

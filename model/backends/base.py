@@ -52,6 +52,35 @@ class ForwardOutput:
         return self.logits[:, positions, :]
 
 
+class Decoder(ABC):
+    """Incremental decoding of one batch of equal-length prefixes (no padding), holding a key/value cache.
+
+    Made by `Backend.decoder(input_ids)`; owned by one caller (one generation), never shared: all the
+    cache state lives here, none in the backend. Rows may be reordered, duplicated or dropped (beam search).
+
+        dec = backend.decoder(ids)       # (batch, seq) prefix
+        dec.logits()                     # (batch, vocab) for the token after the last position
+        dec.append(next_ids)             # (batch,) int64: extend every row by one token
+        dec.reorder(beam_idx)            # (new_batch,) int64: row i becomes old row beam_idx[i]
+    """
+
+    length: int = 0  # tokens per row so far (prefix + appended)
+
+    @abstractmethod
+    def logits(self) -> torch.Tensor:
+        """(batch, vocab) float32 next-token logits after each row's last token (equal to the recompute
+        path's `next_token_logits` of the same rows)."""
+
+    @abstractmethod
+    def append(self, next_ids: torch.Tensor) -> None:
+        """Extend each row by one token: next_ids (batch,) int64. The model may run lazily, on the next
+        `logits()` call, so appending after the last step costs nothing."""
+
+    @abstractmethod
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Select rows: beam_idx (new_batch,) int64 indexes the current rows; repeats allowed."""
+
+
 class Backend(ABC):
     """A runnable model. Implementations must be safe to call from several threads at once
     (no state is mutated by `forward`)."""
@@ -94,3 +123,9 @@ class Backend(ABC):
         out = self.forward(input_ids, attention_mask, attentions=False, hidden_states=False)
         last = torch.tensor([input_ids.shape[1] - 1])
         return out.logits_at(last)[:, 0, :]
+
+    def decoder(self, input_ids: torch.Tensor) -> Decoder | None:
+        """A `Decoder` over the (batch, seq) unpadded prefix `input_ids` that reuses past keys and values,
+        so each appended token costs one position; None when this backend has no cache (callers then
+        recompute the prefix with `next_token_logits` at every step)."""
+        return None
