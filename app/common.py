@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import streamlit as st
 
 from app import state
+from app.figures import LECTURE_FONT, LECTURE_TITLE_FONT
 from model import jobs
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
@@ -295,7 +296,7 @@ def show(fig, name: str, *, download: bool = True, **kw) -> None:
     """Render a plotly figure with the download config, plus a 'Download HTML' button whose file is
     only built when clicked (plotly.js alone is ~4.6 MB)."""
     if state.current("lecture", False):  # our sizes, not the Streamlit theme's (which would override them)
-        fig.update_layout(font=dict(size=18), title_font=dict(size=24))
+        fig.update_layout(font=dict(size=LECTURE_FONT), title_font=dict(size=LECTURE_TITLE_FONT))
         if fig.layout.height:
             fig.update_layout(height=int(fig.layout.height * 1.4))
         kw.setdefault("theme", None)

@@ -33,7 +33,8 @@ UNK_COLOR = "#e34a33"
 ACTION_COLORS = {"special": "#d9d9d9", "untouched": "#ffffff", "mask": "#6baed6", "random": "#fd8d3c", "kept": "#74c476"}
 TOP_COLOR, OTHER_COLOR, TRUTH_COLOR = "#2171b5", "#9ecae1", "#e6550d"
 BASE_FONT = 12  # plotly's default type size (px)
-LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode (its titles: 24 px = 4/3 of it)
+LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode
+LECTURE_TITLE_FONT = 24  # and its titles' (4/3 of the type)
 LINE = 1.3  # a line of text is this many font sizes tall
 TICK_PAD = 8  # px between an axis and its tick labels, and around them
 TITLE_PAD = 8  # px kept between the figure's top edge and a title

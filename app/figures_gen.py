@@ -21,6 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.figures import BASE_FONT, LECTURE_FONT  # noqa: F401  (callers pass them as font_size)
 from model.results import BeamNode, FilterStage, GenerationStep, LogitLens, Prediction, Token
 
 KEPT_COLOR = "#1f77b4"  # plotly blue: tokens still in the running
@@ -34,8 +35,6 @@ NAN_GREY_VIRIDIS = [[0.0, "#eeeeee"], [0.009, "#eeeeee"], [0.0099, "#440154"], [
 STAGE_TITLES = {"input": "model distribution", "repetition_penalty": "repetition penalty",
                 "temperature": "temperature", "top_k": "top-k", "top_p": "top-p (nucleus)",
                 "typical_p": "typical-p", "min_p": "min-p"}
-BASE_FONT = 12  # plotly's default type size (px)
-LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode
 LINE = 1.3  # a line of text is this many font sizes tall
 TICK_PAD = 8  # px between an axis and its tick labels, and around them
 TICK_CHARS = 14  # longer token tick labels are shortened (the hover text keeps the whole token)

@@ -84,6 +84,7 @@ def unavailable_views(name: str, model_type: str, task: str, caps) -> dict[str, 
 # ---------------------------------------------------------------------------------------------------
 # ONNX graphs (model.backends.onnx_backend): what each graph output holds, and what that lets a model show.
 
+ONNX_FORMAT = "lmscope-onnx"  # the `format` field of FILE.lmscope.json (model.export_onnx writes it)
 LOGITS_NAMES = ("logits", "prediction_logits")
 PAIR_NAMES = {"pair_logits": None, "seq_relationship_logits": "nsp", "sop_logits": "sop"}
 PER_LAYER_ATTENTION = re.compile(r"(?:attentions?|attn|attention_probs|attention_weights)[._]?(\d+)")
@@ -132,6 +133,17 @@ def infer_layout(ranks: dict[str, int]) -> GraphLayout:
         hidden_stacked=hid_stacked,
         pair=pair, pair_kind=PAIR_NAMES.get(pair) if pair else None,
     )
+
+
+def logits_from_head_graph(layout: GraphLayout, has_head_graph: bool) -> bool:
+    """Whether the loader drops the graph's whole-sequence `logits` output (and the nodes only it needs) and
+    computes logits with FILE.head.onnx at the positions a view asks for."""
+    return has_head_graph and layout.logits is not None and bool(layout.hidden_states or layout.last_hidden)
+
+
+def missing_head_warning(head_file: str) -> str:
+    """The load warning for an lmscope export whose FILE.head.onnx is gone."""
+    return f"{head_file} (the LM head) is missing: no logit lens, and logits come from the whole graph"
 
 
 def onnx_capabilities(layout: GraphLayout, task: str, name: str, *, num_heads: int, has_lm_head: bool,

@@ -341,9 +341,6 @@ def _describe_elmo(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
                  n_model, _dir_size(path), set(capmod.ELMO_CAPABILITIES), tok, [])
 
 
-ONNX_FORMAT = "lmscope-onnx"  # model.export_onnx.FORMAT
-
-
 def _describe_onnx(path: Path, name: str) -> ModelInfo:
     from dataclasses import replace
 
@@ -351,7 +348,7 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
         raise DescribeError(f"no such ONNX file: {path}")
     stem = path.name[: -len(".onnx")]
     meta = _read_json(path.with_name(stem + ".lmscope.json"))
-    if meta is None or meta.get("format") != ONNX_FORMAT:
+    if meta is None or meta.get("format") != capmod.ONNX_FORMAT:
         raise DescribeError(f"{path.name} has no lmscope metadata: what it holds is read from the graph")
     if meta.get("onnx_bytes") is not None and path.stat().st_size != int(meta["onnx_bytes"]):
         raise DescribeError(f"{path} does not have the size its export wrote")
@@ -369,7 +366,7 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
             head_path = None
         elif head_meta.get("bytes") is not None and head_path.stat().st_size != int(head_meta["bytes"]):
             raise DescribeError(f"{head_path} does not have the size its export wrote")
-    if head_path is not None and layout.logits and (layout.hidden_states or layout.last_hidden):
+    if capmod.logits_from_head_graph(layout, head_path is not None):
         layout = replace(layout, logits=None)  # the loader prunes the graph's logits and uses the head graph
     num_heads = int(meta.get("num_heads") or 0)
     if layout.attentions and not num_heads:
@@ -386,8 +383,7 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
                               max_positions=int(max_positions))
     beside = _read_json(path.parent / "config.json") or {}  # what AutoTokenizer reads in that folder
     tok = SimpleNamespace(mask_token=mask_token(path.parent, beside.get("model_type"), beside))
-    warnings = [] if head_path is not None or not head_meta else [
-        f"{path.with_name(head_meta['file']).name} (the LM head) is missing: no logit lens, and logits come from the whole graph"]
+    warnings = [] if head_path is not None or not head_meta else [capmod.missing_head_warning(head_meta["file"])]
     size = path.stat().st_size + (head_path.stat().st_size if head_path is not None else 0)
     info = _info(name, path, "onnx", meta["model_type"], meta["architecture"], task, backend, int(meta["hidden_size"]),
                  int(meta["num_parameters"]), size, caps, tok, warnings)

@@ -54,10 +54,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.capabilities import ONNX_FORMAT
 from model.load import LoadedModel, ModelLoadError
 
 LMSCOPE_VERSION = "0.1.0"
-FORMAT = "lmscope-onnx"  # `format` field of FILE.lmscope.json
+FORMAT = ONNX_FORMAT  # `format` field of FILE.lmscope.json
 EXPORTER = "torch.onnx.export(dynamo=False)"
 OPSETS = range(14, 21)  # 14: first opset the tracer exports these models with; 20: the tracer's newest
 TOLERANCE = 1e-4  # max |onnx - torch| / max(1, max |torch|); measured here: <= 2e-7 on the tiny models, 1e-5 MiniLM

@@ -35,19 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from model import capabilities
 from model.backends.base import Backend, ForwardOutput
-from model.capabilities import (  # noqa: F401  (re-exported: tests and callers import them from here)
-    LOGITS_NAMES,
-    PAIR_NAMES,
-    PER_LAYER_ATTENTION,
-    PER_LAYER_HIDDEN,
-    GraphLayout,
-    infer_layout,
-    onnx_capabilities,
-)
+from model.capabilities import GraphLayout, infer_layout, onnx_capabilities
 from model.load import LoadedModel, ModelLoadError
 
-FORMAT = "lmscope-onnx"  # the `format` field model.export_onnx writes
+FORMAT = capabilities.ONNX_FORMAT  # the `format` field model.export_onnx writes
 # Threads per session. Default 1: the app runs several inspections at once on a 2-core machine, and a second
 # torch thread was measured slower than one for short inputs here (shared/notes/environment.md); compare both
 # with bench/onnx_latency.py. LMSCOPE_ONNX_THREADS (or threads=) overrides.
@@ -55,7 +48,7 @@ DEFAULT_THREADS = 1
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 # What each graph output holds (GraphLayout, infer_layout and the name tables) and what that lets a model show
-# live in model.capabilities (torch-free, shared with model.describe); imported here under their old names.
+# live in model.capabilities (torch-free, shared with model.describe).
 
 
 def prune(model, keep: set[str]) -> None:
@@ -249,9 +242,9 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
             _check_size(head_path, head_meta.get("bytes"))
             head = _session(head_path, threads)
         else:
-            warnings.append(f"{head_path.name} (the LM head) is missing: no logit lens, and logits come from the whole graph")
+            warnings.append(capabilities.missing_head_warning(head_path.name))
     n_params = (meta or {}).get("num_parameters") or _count_parameters(proto)
-    if head is not None and layout.logits and (layout.hidden_states or layout.last_hidden):
+    if capabilities.logits_from_head_graph(layout, head is not None):
         prune(proto, set(layout.outputs) - {layout.logits})
         layout = replace(layout, logits=None)
     session = _session(proto.SerializeToString(), threads, path)
