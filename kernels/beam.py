@@ -86,11 +86,14 @@ def beam_search(
     early_stopping: bool | str = False,
     num_return_sequences: int = 1,
     process: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    reorder: Callable[[torch.Tensor], None] | None = None,
 ) -> BeamResult:
     """step_fn: (beams, seq) ids -> (beams, vocab) next-token logits (log-probabilities work too:
     log_softmax leaves them unchanged). input_ids: (1, prompt). process: optional hook
     (ids (beams, seq), log_probs (beams, vocab)) -> log_probs, applied where transformers applies its
-    logits processors in beam search (e.g. the repetition penalty)."""
+    logits processors in beam search (e.g. the repetition penalty). reorder: optional hook called with
+    (beams,) int64, the row of the previous step's beams each new running beam extends by one token (rows
+    repeat or drop), so that a caller's key/value cache can follow the beams."""
     check_settings(num_beams, max_new_tokens, length_penalty, early_stopping, num_return_sequences)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be one non-empty prompt of shape (1, seq), got {tuple(input_ids.shape)}")
@@ -155,6 +158,8 @@ def beam_search(
         fin_scores, fin_done, fin_nodes = merged_scores[best], merged_done[best], merged_nodes[best]
 
         running, running_scores = cand_seqs[nxt], run_scores[nxt]
+        if reorder is not None:
+            reorder(beam_of[nxt])  # (beams,) parent rows of the new running beams
         running_nodes = cand_nodes[nxt]
         for j in nxt.tolist():
             if cand_nodes[j] >= 0 and not hits[j]:

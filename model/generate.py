@@ -193,40 +193,28 @@ def generate(
                             steps=steps, settings=settings, warnings=warnings)
 
 
-def _parents(prev: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
-    """prev (beams, L), running (beams, L + 1) -> (beams,) int64: for each new beam, a previous beam whose
-    tokens are its prefix. The beam kernel builds every new beam from a previous one plus a token; which
-    copy among identical prefixes does not matter, their caches are equal."""
-    if running.shape[1] != prev.shape[1] + 1:
-        raise RuntimeError(f"beam search grew the beams from {prev.shape[1]} to {running.shape[1]} tokens in one step")
-    match = (running[:, None, :prev.shape[1]] == prev[None, :, :]).all(-1)  # (beams, prev_beams)
-    if not bool(match.any(1).all()):
-        raise RuntimeError("beam search produced a beam that extends none of the previous ones")
-    return match.int().argmax(1)
-
-
 def _beam(loaded, prompt, ids, cfg, num_beams, max_new_tokens, length_penalty, early_stopping, settings, warnings):
     tok, backend = loaded.tokenizer, loaded.backend
 
     dec = backend.decoder(ids)  # over the (1, prompt) prefix; None: recompute every step
-    seen: list[torch.Tensor] = []  # the running beams of the previous step
+    first = [True]
 
     def step(running: torch.Tensor) -> torch.Tensor:
         if dec is None:
             return backend.next_token_logits(running)  # (beams, vocab)
-        if not seen:  # first step: every beam is the prompt
+        if first[0]:  # every beam is the prompt
             dec.reorder(torch.zeros(running.shape[0], dtype=torch.long))
-        else:
-            dec.reorder(_parents(seen[0], running))
+            first[0] = False
+        else:  # the kernel has reordered the cache to the new beams' parents (reorder= below)
             dec.append(running[:, -1])
-        seen[:] = [running]
         return dec.logits()  # (beams, vocab)
 
     def process(running: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
         return sampling.apply(logp, running, cfg)  # do_sample=False: only the repetition penalty, on log-probs
 
     r = beam_search(step, ids, num_beams, max_new_tokens, tok.eos_token_id, length_penalty, early_stopping,
-                    process=process if cfg.repetition_penalty != 1.0 else None)
+                    process=process if cfg.repetition_penalty != 1.0 else None,
+                    reorder=dec.reorder if dec is not None else None)
     best = r.sequences[0][ids.shape[1]:].tolist()
     names = tok.convert_ids_to_tokens([n.token_id for n in r.nodes[1:]]) if len(r.nodes) > 1 else []
     tree = [BeamNode(0, -1, 0, prompt, -1, 0.0, r.nodes[0].status)]

@@ -113,6 +113,22 @@ def test_process_hook_sees_running_ids_and_log_probs(model):
     assert 11 not in r.sequences[0].tolist() and all(n.token_id != 11 for n in r.nodes)
 
 
+def test_reorder_hook_names_the_parent_row_of_every_new_beam(model):
+    """What a KV cache needs: after each step, new running beam i == previous running beam parents[i] + 1 token."""
+    calls, parents = [], []
+    inner = _step(model)
+
+    def step(ids):
+        calls.append(ids.clone())
+        return inner(ids)
+
+    beam_search(step, torch.tensor([[1, 5]]), 3, 6, None, reorder=lambda idx: parents.append(idx.clone()))
+    assert len(calls) >= 2 and len(parents) >= len(calls) - 1
+    for prev, idx, cur in zip(calls, parents, calls[1:]):
+        assert idx.dtype == torch.long and idx.shape == (3,)
+        assert torch.equal(cur[:, :-1], prev[idx])
+
+
 @pytest.mark.parametrize("kw,needle", [
     (dict(num_beams=0), "num_beams"), (dict(num_beams=65), "num_beams"), (dict(num_beams=41), "num_beams"),
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(early_stopping="sometimes"), "early_stopping"),

@@ -9,7 +9,6 @@ import threading
 import pytest
 import torch
 
-import model.generate as gen_mod
 from model.backends.base import Backend
 from model.generate import generate
 from model.load import load_model
@@ -201,11 +200,3 @@ def test_concurrent_decoders_are_independent(gpt2):
     for t in threads:
         t.join()
     assert results == alone
-
-
-def test_parents_finds_a_prefix_for_every_beam():
-    prev = torch.tensor([[1, 2], [1, 3], [1, 2]])
-    running = torch.tensor([[1, 3, 9], [1, 2, 4], [1, 2, 5]])
-    assert gen_mod._parents(prev, running).tolist() == [1, 0, 0]
-    with pytest.raises(RuntimeError):
-        gen_mod._parents(prev, torch.tensor([[7, 7, 7]]))
