@@ -11,6 +11,7 @@ checkpoint); a user error (bad corpus, bad setting, diverging loss) is one `erro
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from model.train.config import ARCHS, TrainConfig
@@ -83,8 +84,6 @@ def progress_bar(event: dict) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train as the arguments say; 0 when done or stopped on request (resume with --resume).
     ValueErrors (bad corpus, bad settings, a diverging run) propagate for the CLI to print."""
-    import os
-
     cfg = config_from_args(args)
     record = train(cfg, callbacks=[] if args.quiet else [progress_bar])
     if os.environ.get("RANK", "0") == "0":
@@ -105,5 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _exit_worker(status: int) -> None:
+    """End a torchrun worker without interpreter finalization, where torch's C++ side (gloo's threads,
+    the store client) is torn down by static destructors racing Python's own teardown. A worker was
+    once killed by SIGABRT in CI ("terminate called without an active exception", no Python traceback;
+    40 repeats here did not reproduce it), and the teardown is the one stretch of a worker's life that
+    is not our code. Nothing of ours is left to finalize by then: the event log is closed, checkpoints
+    and the model are renamed into place, the process group is destroyed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _exit_worker(code)
+    sys.exit(code)

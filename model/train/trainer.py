@@ -124,6 +124,9 @@ class _Dist:
         return torch.stack(out)
 
     def close(self) -> None:
+        """Leave the process group together: a barrier, then destroy it. Call it after the DDP wrapper is
+        gone: DDP's reducer holds the group, which then outlives destroy_process_group() and is torn down
+        later with gloo's threads still running."""
         if self.owner and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
@@ -280,6 +283,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     except TrainingError as e:
         emit({"type": "error", "step": step, "message": str(e)})
         run.close()
+        step_fn = None  # noqa: F841 -- drops the DDP wrapper (and its hold on the process group) first
         d.close()
         raise
     except BaseException:
@@ -308,5 +312,6 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
            f"training stopped at step {step}; continue with --resume")
     emit({"type": status, "step": step, "message": msg})
     run.close()
+    step_fn = None  # noqa: F841 -- drops the DDP wrapper (and its hold on the process group) first
     d.close()
     return record
