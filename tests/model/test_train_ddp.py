@@ -43,7 +43,9 @@ def test_torchrun_two_processes_and_resume(corpus_file, tmp_path):
     out = tmp_path / "ddp"
     args = ["gpt2", "--corpus", str(corpus_file), "--out", str(out), "--vocab-size", "300",
             "--checkpoint-every", "10", "--eval-every", "10", "--seed", "3", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # PYTHONFAULTHANDLER: should a rank die by a signal, its Python stack is in the failure message
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONFAULTHANDLER": "1"}
     _torchrun([*args, "--steps", "10"], env)
     _torchrun([*args, "--steps", "20", "--resume"], env)  # every rank restores its own RNG state
     record = json.loads((out / "training_record.json").read_text())
