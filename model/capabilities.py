@@ -146,6 +146,11 @@ def missing_head_warning(head_file: str) -> str:
     return f"{head_file} (the LM head) is missing: no logit lens, and logits come from the whole graph"
 
 
+def missing_decoder_warning(decoder_file: str) -> str:
+    """The load warning for an lmscope GPT-2 export whose FILE.decoder.onnx is gone."""
+    return f"{decoder_file} (generation with a key/value cache) is missing: generation recomputes the prefix at every step"
+
+
 def onnx_capabilities(layout: GraphLayout, task: str, name: str, *, num_heads: int, has_lm_head: bool,
                       has_head_graph: bool, pair_kind: str | None) -> tuple[set[str], dict[str, str]]:
     """(capabilities, view -> why not) of an ONNX graph with this layout; `has_head_graph`: the separate

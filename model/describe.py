@@ -384,6 +384,9 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
     beside = _read_json(path.parent / "config.json") or {}  # what AutoTokenizer reads in that folder
     tok = SimpleNamespace(mask_token=mask_token(path.parent, beside.get("model_type"), beside))
     warnings = [] if head_path is not None or not head_meta else [capmod.missing_head_warning(head_meta["file"])]
+    decoder_meta = meta.get("decoder")
+    if decoder_meta and not path.with_name(decoder_meta["file"]).is_file():
+        warnings.append(capmod.missing_decoder_warning(decoder_meta["file"]))
     size = path.stat().st_size + (head_path.stat().st_size if head_path is not None else 0)
     info = _info(name, path, "onnx", meta["model_type"], meta["architecture"], task, backend, int(meta["hidden_size"]),
                  int(meta["num_parameters"]), size, caps, tok, warnings)

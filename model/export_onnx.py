@@ -19,6 +19,11 @@ is removed by the next export to the same file):
                        final ln_f] -> logits (batch, seq, vocab). The onnx backend uses it for the logit lens and to
                        compute logits only at the positions a view needs, as the torch backend does (a whole-
                        sequence LM head doubles the cost of a 128-token MiniLM inspection).
+    FILE.decoder.onnx  GPT-2 language models only: generation with a key/value cache. input_ids (batch, new),
+                       past_keys and past_values (layer, batch, head, past, dim) -> logits (batch, vocab) after
+                       the last new token, present_keys and present_values (layer, batch, head, past + new, dim).
+                       One graph runs the prompt (past = 0) and then one token per step, so generating n tokens
+                       costs n positions instead of n prefixes (the onnx backend's `Decoder`).
     FILE.lmscope.json  metadata: architecture, task, output names, sizes, versions, parity measured at export
     tokenizer.json ... the tokenizer (`save_pretrained` into the same directory)
 
@@ -179,6 +184,44 @@ def spec_for(architecture: str, model_type: str, attentions: bool = True) -> Exp
     return ExportSpec(architecture, model_type, task, pair_kind, causal, model_type in ("bert", "albert"), attentions)
 
 
+DECODER_ARCHITECTURES = ("GPT2LMHeadModel",)
+
+
+class DecoderModule(nn.Module):
+    """GPT-2 generation with a key/value cache, as a function of plain tensors (FILE.decoder.onnx):
+
+        (input_ids (batch, new), past_keys, past_values (layer, batch, head, past, dim))
+        -> (logits (batch, vocab) after the last new token, present_keys, present_values
+            (layer, batch, head, past + new, dim))
+
+    Generation never pads its rows, so the mask is causal over past + new positions and the positions
+    continue from `past`; both are computed from the input shapes inside the graph (a traced Python int
+    would freeze them), so one graph serves the prompt (past = 0) and every later step. The cache goes
+    in and out as stacked tensors; inside, the model gets transformers' own DynamicCache."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, past_keys, past_values):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for layer in range(self.model.config.n_layer):
+            cache.update(past_keys[layer], past_values[layer], layer)
+        batch, new, past = input_ids.shape[0], input_ids.shape[1], past_keys.shape[3]
+        positions = torch.arange(new) + past  # (new,)
+        allowed = torch.arange(past + new)[None, :] <= positions[:, None]  # (new, past + new)
+        mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True,
+                         attention_mask=mask[None, None].expand(batch, 1, -1, -1),  # (batch, 1, new, past + new)
+                         position_ids=positions[None].expand(batch, -1), logits_to_keep=1, return_dict=True)
+        layers = out.past_key_values.layers
+        return (out.logits[:, -1],  # (batch, vocab)
+                torch.stack([l.keys for l in layers]),  # (layer, batch, head, past + new, dim)
+                torch.stack([l.values for l in layers]))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The report.
 
@@ -193,6 +236,7 @@ class ExportReport:
 
     path: Path
     head_path: Path | None
+    decoder_path: Path | None  # FILE.decoder.onnx (GPT-2 language models)
     metadata_path: Path
     tokenizer_files: tuple[str, ...]
     architecture: str
@@ -214,6 +258,9 @@ class ExportReport:
                f"  outputs: {', '.join(self.outputs)}"]
         if self.head_path:
             out.append(f"  LM head for the logit lens: {self.head_path.name}")
+        if self.decoder_path:
+            out.append(f"  generation with a key/value cache: {self.decoder_path.name} "
+                       f"({self.decoder_path.stat().st_size / 1e6:.1f} MB)")
         out.append(f"  metadata: {self.metadata_path.name}; tokenizer: {', '.join(self.tokenizer_files)}")
         out.append("  onnxruntime vs torch (max error, tolerance %.0e): " % self.tolerance
                    + ", ".join(f"{k} {v:.1e}" for k, v in self.parity.items()))
@@ -223,7 +270,7 @@ class ExportReport:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("path", "head_path", "metadata_path"):
+        for k in ("path", "head_path", "decoder_path", "metadata_path"):
             d[k] = None if d[k] is None else str(d[k])
         return d
 
@@ -233,10 +280,12 @@ class ExportReport:
 
 
 def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path, opset: int = 17, fp16: bool = False,
-                *, attentions: bool = True) -> ExportReport:
+                *, attentions: bool = True, decoder: bool = True) -> ExportReport:
     """Export a model (a path, a listed name, or a torch-backed LoadedModel) to `out` (FILE.onnx), check it in
     onnxruntime against torch, and only then put the files in place. `attentions=False` leaves the attention
-    output out of the graph (smaller and faster; lmscope then shows no attention views for it)."""
+    output out of the graph (smaller and faster; lmscope then shows no attention views for it).
+    `decoder=False` skips FILE.decoder.onnx (it holds a second copy of the weights; without it generation
+    recomputes the prefix at every step)."""
     t0 = time.perf_counter()
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
@@ -257,6 +306,7 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.name[: -len(".onnx")]
     head_out, meta_out = out.with_name(stem + ".head.onnx"), out.with_name(stem + ".lmscope.json")
+    decoder_out = out.with_name(stem + ".decoder.onnx")
     _remove_dead_exports(out.parent, stem)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.export-{os.getpid()}-", dir=out.parent))
     try:
@@ -274,13 +324,18 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
         _trace(graph, batches[-1], spec, tmp / "model.onnx", opset)
         if head is not None:
             _trace_head(head, batches[-1], tmp / "head.onnx", opset)
+        dec = DecoderModule(model).eval() if decoder and spec.architecture in DECODER_ARCHITECTURES else None
+        if dec is not None:
+            _trace_decoder(dec, _decoder_samples(batches)[-1], tmp / "decoder.onnx", opset)
         if fp16:
-            for f in (tmp / "model.onnx", tmp / "head.onnx"):
+            for f in (tmp / "model.onnx", tmp / "head.onnx", tmp / "decoder.onnx"):
                 if f.exists():
                     _store_weights_fp16(f)
 
         got = _run_onnx(tmp / "model.onnx", tmp / "head.onnx" if head is not None else None, spec, batches)
         parity = _compare(got, reference, batches)
+        if dec is not None:
+            parity["decoder"] = _check_decoder(dec, tmp / "decoder.onnx", batches, reference)
         bad = {k: v for k, v in parity.items() if not v <= TOLERANCE}
         if bad:
             raise ValueError("onnxruntime does not reproduce torch within %.0e (%s); nothing was written"
@@ -294,7 +349,7 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
                                  + ", ".join(f"{k} {v:.1e} > {FP16_DRIFT[k]:.0e}" for k, v in over.items())
                                  + "); export without --fp16")
 
-        meta = _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head_out, len(batches))
+        meta = _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head_out, decoder_out, len(batches))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
         # Put everything in place, the graph last: a FILE.onnx that exists always has complete companions.
@@ -304,13 +359,18 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
             os.replace(tmp / "head.onnx", head_out)
         elif head_out.exists():
             head_out.unlink()  # a stale head from an earlier export of another model to the same name
+        if dec is not None:
+            os.replace(tmp / "decoder.onnx", decoder_out)
+        elif decoder_out.exists():
+            decoder_out.unlink()
         os.replace(tmp / "meta.json", meta_out)
         os.replace(tmp / "model.onnx", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = out.stat().st_size + (head_out.stat().st_size if head is not None else 0)
     return ExportReport(
-        path=out, head_path=head_out if head is not None else None, metadata_path=meta_out,
+        path=out, head_path=head_out if head is not None else None,
+        decoder_path=decoder_out if dec is not None else None, metadata_path=meta_out,
         tokenizer_files=tuple(tok_files), architecture=arch, model_type=spec.model_type, task=spec.task,
         outputs=tuple(spec.outputs), opset=opset, fp16=fp16, exporter=EXPORTER, parity=parity, tolerance=TOLERANCE,
         fp16_drift=drift, size_bytes=size, seconds=time.perf_counter() - t0,
@@ -466,6 +526,62 @@ def _trace_head(head: HeadModule, batch, f: Path, opset: int) -> None:
     _quiet_export(head, args, f, names, ["logits"], {"hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}, opset)
 
 
+def _decoder_samples(batches) -> list[torch.Tensor]:
+    """Unpadded (batch, n) ids to check the decoder on: the one-row sample, and the three-row sample cut to
+    its shortest row (generation never pads)."""
+    b = batches[-1]
+    return [batches[0]["input_ids"], b["input_ids"][:, : int(b["attention_mask"].sum(1).min())]]
+
+
+def _decode(run, ids: torch.Tensor, empty) -> dict[str, torch.Tensor]:
+    """The two kinds of call generation makes: the prompt but its last token with an empty cache, then
+    that token with the cache it returned. run(ids, keys, values) -> (logits, keys, values)."""
+    first, keys, values = run(ids[:, :-1], empty(ids.shape[0]), empty(ids.shape[0]))
+    last, keys, values = run(ids[:, -1:], keys, values)
+    return {"prompt": first, "step": last, "present_keys": keys, "present_values": values}
+
+
+def _empty_cache(model: nn.Module):
+    c = model.config
+    return lambda batch: torch.zeros(c.n_layer, batch, c.n_head, 0, c.n_embd // c.n_head)  # (layer, batch, head, 0, dim)
+
+
+def _trace_decoder(dec: DecoderModule, ids: torch.Tensor, f: Path, opset: int) -> None:
+    """Traced mid-generation (a cache of n - 2 positions, two new tokens), so neither length is special."""
+    with torch.no_grad():
+        _, keys, values = dec(ids[:, :-2], *[_empty_cache(dec.model)(ids.shape[0])] * 2)
+    dynamic = {"input_ids": {0: "batch", 1: "new"}, "past_keys": {1: "batch", 3: "past"},
+               "past_values": {1: "batch", 3: "past"}, "logits": {0: "batch"},
+               "present_keys": {1: "batch", 3: "total"}, "present_values": {1: "batch", 3: "total"}}
+    _quiet_export(dec, (ids[:, -2:], keys, values), f, ["input_ids", "past_keys", "past_values"],
+                  ["logits", "present_keys", "present_values"], dynamic, opset)
+
+
+def _check_decoder(dec: DecoderModule, f: Path, batches, reference) -> float:
+    """max relative error of FILE.decoder.onnx: against the torch module on the same calls, and its logits
+    after the last token against the full graph's torch logits there (the same model, computed twice)."""
+    empty = _empty_cache(dec.model)
+    sess = _session(f)
+
+    def run_torch(ids, keys, values):
+        with torch.inference_mode():
+            return dec(ids, keys, values)
+
+    def run_onnx(ids, keys, values):
+        outs = sess.run(None, {"input_ids": ids.numpy(), "past_keys": keys.numpy(), "past_values": values.numpy()})
+        return [torch.from_numpy(o) for o in outs]
+
+    def rel(got: torch.Tensor, want: torch.Tensor) -> float:
+        return float((got - want).abs().max() / max(1.0, float(want.abs().max())))
+
+    err = 0.0
+    for ids, ref in zip(_decoder_samples(batches), reference):
+        want, got = _decode(run_torch, ids, empty), _decode(run_onnx, ids, empty)
+        err = max([err, rel(got["step"], ref["logits"][: ids.shape[0], ids.shape[1] - 1])]
+                  + [rel(got[k], want[k]) for k in want])
+    return err
+
+
 def _quiet_export(module, args, f: Path, inputs, outputs, dynamic, opset: int) -> None:
     """The tracer warns about every Python bool it meets (shape checks that are constant here) and about its
     own deprecation; none of that is actionable for a user."""
@@ -562,7 +678,7 @@ def _compare(got, want, batches) -> dict[str, float]:
     return err
 
 
-def _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head_out, n_batches) -> dict[str, Any]:
+def _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head_out, decoder_out, n_batches) -> dict[str, Any]:
     import onnxruntime
     import transformers
 
@@ -582,6 +698,9 @@ def _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head
         "head": None if not spec.has_head else {
             "file": head_out.name, "bytes": (tmp / "head.onnx").stat().st_size,
             "inputs": ["hidden"] + (["apply_norm"] if has_norm else []), "outputs": ["logits"]},
+        "decoder": None if not (tmp / "decoder.onnx").exists() else {
+            "file": decoder_out.name, "bytes": (tmp / "decoder.onnx").stat().st_size,
+            "inputs": ["input_ids", "past_keys", "past_values"], "outputs": ["logits", "present_keys", "present_values"]},
         "onnx_bytes": (tmp / "model.onnx").stat().st_size,
         "num_layers": int(getattr(mc, "num_hidden_layers", 0) or getattr(mc, "n_layers", 0) or getattr(mc, "n_layer", 0)),
         "num_heads": int(getattr(mc, "num_attention_heads", 0) or getattr(mc, "n_heads", 0) or getattr(mc, "n_head", 0)),
@@ -612,6 +731,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the .onnx file to write (tokenizer and metadata go beside it)")
     p.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default 17)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the file; computes in float32)")
+    p.add_argument("--no-decoder", dest="decoder", action="store_false",
+                   help="GPT-2: skip FILE.decoder.onnx, the key/value-cache generation graph (a second copy of the weights)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -620,7 +741,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     transformers.utils.logging.set_verbosity_error()  # no weight-loading progress bars on the terminal
     transformers.utils.logging.disable_progress_bar()
-    report = export_onnx(args.model, Path(args.out), opset=args.opset, fp16=args.fp16)
+    report = export_onnx(args.model, Path(args.out), opset=args.opset, fp16=args.fp16,
+                         decoder=getattr(args, "decoder", True))
     if getattr(args, "json", False):
         print(json.dumps(report.to_json()))
     else:

@@ -80,13 +80,14 @@ ONNX_DEPTH = 3  # runs/onnx/<export>/model.onnx: deep enough for the app's expor
 
 
 def _onnx_entries(root: Path, prefix: str) -> list[ModelEntry]:
-    """ONNX files under `root` (FILE.head.onnx, the LM head beside a graph, is not a model of its own)."""
+    """ONNX files under `root` (FILE.head.onnx and FILE.decoder.onnx, the LM head and the generation graph
+    beside a graph, are not models of their own)."""
     if not root.is_dir():
         return []
     found = []
     for depth in range(1, ONNX_DEPTH + 1):
         for f in sorted(root.glob("/".join(["*"] * depth) + ".onnx")):
-            if f.name.endswith(".head.onnx") or not f.is_file():
+            if f.name.endswith((".head.onnx", ".decoder.onnx")) or not f.is_file():
                 continue
             if any(part.startswith(".") for part in f.relative_to(root).parts):  # an export's temp dir
                 continue

@@ -9,6 +9,8 @@ What it reads (see `model.export_onnx` for how these are written):
     FILE.onnx          the graph: attentions (layer, batch, head, query, key), hidden_states (layer + 1, batch,
                        seq, hidden), logits or last_hidden_state, pair_logits
     FILE.head.onnx     the LM head alone (hidden -> logits; GPT-2: + apply_norm for ln_f)
+    FILE.decoder.onnx  GPT-2: generation with a key/value cache (`OnnxBackend.decoder`); its session is made
+                       on first use. Without it (older exports, other tools) generation recomputes the prefix.
     FILE.lmscope.json  what the graph is (architecture, task, sizes) and the bytes each file had at export
     tokenizer files    beside them
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 from model import capabilities
-from model.backends.base import Backend, ForwardOutput
+from model.backends.base import Backend, Decoder, ForwardOutput
 from model.capabilities import GraphLayout, infer_layout, onnx_capabilities
 from model.load import LoadedModel, ModelLoadError
 
@@ -98,9 +101,13 @@ class OnnxBackend(Backend):
     kind = "onnx"
 
     def __init__(self, session, layout: GraphLayout, *, head=None, num_layers: int = 0, num_heads: int = 0,
-                 vocab_size: int = 0, max_positions: int | None = None, causal: bool = False, threads: int = 1):
+                 vocab_size: int = 0, max_positions: int | None = None, causal: bool = False, threads: int = 1,
+                 decoder_path: Path | None = None):
         self.session = session
         self.head = head
+        self.decoder_path = decoder_path  # FILE.decoder.onnx, checked at load; its session is made on first use
+        self._decoder_session = None
+        self._decoder_lock = threading.Lock()
         self.layout = layout
         self.threads = threads
         self.num_layers, self.num_heads, self.vocab_size = num_layers, num_heads, vocab_size
@@ -192,6 +199,69 @@ class OnnxBackend(Backend):
             raise ValueError(f"layer {layer} is out of range: hidden states are 0..{self.num_layers}")
         return self._head(hidden, norm=layer < self.num_layers)  # GPT-2's last hidden state already went through ln_f
 
+    # -- incremental decoding ------------------------------------------------------------------------------
+    def decoder(self, input_ids: torch.Tensor) -> Decoder | None:
+        """A KV-cached decoder through FILE.decoder.onnx; None without one (callers recompute the prefix)."""
+        if self.decoder_path is None:
+            return None
+        with self._decoder_lock:  # one session per backend, shared by every generation (run is thread-safe)
+            if self._decoder_session is None:
+                self._decoder_session = _session(str(self.decoder_path), self.threads, self.decoder_path)
+        return _OnnxDecoder(self, self._decoder_session, input_ids)
+
+
+class _OnnxDecoder(Decoder):
+    """The key/value cache as two arrays (layer, batch, head, length, dim) owned by this decoder; each
+    model call feeds the tokens not yet seen (the prompt first, then one per step) with the cache so far
+    and keeps the cache the graph returns, with the logits after the last token."""
+
+    def __init__(self, backend: OnnxBackend, session, input_ids: torch.Tensor):
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {tuple(input_ids.shape)}")
+        self._backend, self._session = backend, session
+        layers, _, heads, _, dim = session.get_inputs()[1].shape  # past_keys: (layer, batch, head, past, dim)
+        empty = np.zeros((layers, input_ids.shape[0], heads, 0, dim), dtype=np.float32)
+        self._keys, self._values = empty, empty
+        self._pending: np.ndarray | None = input_ids.long().numpy()  # (batch, n) tokens not yet run
+        self._logits: np.ndarray | None = None  # (batch, vocab) after the last token run
+        self.length = int(input_ids.shape[1])
+
+    def _run(self) -> None:
+        if self._pending is None:
+            return
+        limit = self._backend.max_positions
+        if limit is not None and self.length > limit:
+            raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {limit}")
+        self._logits, self._keys, self._values = self._session.run(
+            None, {"input_ids": np.ascontiguousarray(self._pending), "past_keys": self._keys, "past_values": self._values})
+        self._pending = None
+
+    def logits(self) -> torch.Tensor:
+        self._run()
+        return torch.from_numpy(self._logits)
+
+    def append(self, next_ids: torch.Tensor) -> None:
+        col = torch.as_tensor(next_ids, dtype=torch.long).reshape(-1, 1).numpy()  # (batch, 1)
+        batch = self._keys.shape[1]
+        if col.shape[0] != batch:
+            raise ValueError(f"append needs one token per row ({batch}), got {col.shape[0]}")
+        self._pending = col if self._pending is None else np.concatenate([self._pending, col], axis=1)
+        self.length += 1
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        idx = torch.as_tensor(beam_idx, dtype=torch.long).reshape(-1).numpy()
+        if self._logits is None:
+            self._run()  # the prompt once per distinct row, then copy its cache (beam search: 1 -> num_beams)
+        batch = self._keys.shape[1]
+        if idx.size == batch and np.array_equal(idx, np.arange(batch)):
+            return
+        if idx.size == 0 or int(idx.min()) < 0 or int(idx.max()) >= batch:
+            raise IndexError(f"beam_idx must index the {batch} current rows")
+        self._keys, self._values = self._keys[:, idx], self._values[:, idx]  # fancy indexing: new arrays
+        self._logits = self._logits[idx]
+        if self._pending is not None:
+            self._pending = self._pending[idx]
+
 
 # ---------------------------------------------------------------------------------------------------
 # Loading.
@@ -218,6 +288,8 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
     graph_inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if "hidden" in graph_inputs and set(graph_outputs) == {"logits"}:
         raise ModelLoadError(f"{path.name} is the LM-head graph of an lmscope export; load the model graph beside it")
+    if "past_keys" in graph_inputs and "present_keys" in graph_outputs:
+        raise ModelLoadError(f"{path.name} is the generation graph of an lmscope export; load the model graph beside it")
     unknown = [n for n in graph_inputs if n not in FEEDABLE]
     if "input_ids" not in graph_inputs or unknown:
         raise ModelLoadError(f"{path.name} needs inputs lmscope cannot feed ({', '.join(unknown) or 'no input_ids'}); "
@@ -243,6 +315,15 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
             head = _session(head_path, threads)
         else:
             warnings.append(capabilities.missing_head_warning(head_path.name))
+    decoder_path = None
+    decoder_meta = (meta or {}).get("decoder")
+    if decoder_meta:
+        decoder_path = path.with_name(decoder_meta["file"])
+        if decoder_path.is_file():
+            _check_size(decoder_path, decoder_meta.get("bytes"))
+        else:
+            warnings.append(capabilities.missing_decoder_warning(decoder_path.name))
+            decoder_path = None
     n_params = (meta or {}).get("num_parameters") or _count_parameters(proto)
     if capabilities.logits_from_head_graph(layout, head is not None):
         prune(proto, set(layout.outputs) - {layout.logits})
@@ -259,6 +340,7 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
         num_layers=probe.get("layers") or int((meta or {}).get("num_layers") or cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0),
         num_heads=probe.get("heads") or int((meta or {}).get("num_heads") or cfg.get("num_attention_heads") or cfg.get("n_head") or 0),
         vocab_size=vocab, max_positions=_max_positions(meta, cfg, tok), causal=task == "causal-lm",
+        decoder_path=decoder_path if head is not None or layout.logits else None,
     )
     if meta is not None:
         for key, got in (("num_layers", backend.num_layers), ("num_heads", backend.num_heads), ("vocab_size", vocab)):

@@ -94,6 +94,21 @@ def test_describes_an_onnx_export_without_its_head_graph(onnx_export, tmp_path):
     assert info.warnings == load_model(dest / "model.onnx").info.warnings
 
 
+def test_describes_a_gpt2_onnx_export_with_and_without_its_decoder_graph(tiny_models, tmp_path):
+    from model.export_onnx import export_onnx
+
+    path = export_onnx(tiny_models["gpt2"], tmp_path / "gpt2" / "model.onnx").path
+    assert_describes(path)
+    dest = tmp_path / "no-decoder"  # a path of its own: loads are cached per path
+    shutil.copytree(path.parent, dest)
+    (dest / "model.decoder.onnx").unlink()
+    path = dest / "model.onnx"
+    assert_describes(path)
+    info = describe(path)
+    assert any("model.decoder.onnx" in w for w in info.warnings)
+    assert info.warnings == load_model(path).info.warnings
+
+
 def test_an_onnx_graph_without_lmscope_metadata_is_left_to_the_load(onnx_export, tmp_path):
     dest = tmp_path / "foreign"
     shutil.copytree(onnx_export.parent, dest)

@@ -1,8 +1,9 @@
-"""The torch backend's KV-cached `Decoder` against the recompute path (`next_token_logits` of the whole prefix).
+"""The KV-cached `Decoder`s against the recompute path (`next_token_logits` of the whole prefix): the torch
+backend's (the model's own past_key_values) and the onnx backend's (FILE.decoder.onnx of an lmscope export).
 
-On the shipped demo GPT-2 and a tiny random GPT-2: the same logits at every step (also after beam reorders
-that duplicate and drop rows), the same tokens from generate() for greedy, seeded sampling and beam search,
-and inspections (attention recording) unaffected by a decoder in use.
+On the shipped demo GPT-2 and a tiny random GPT-2, each through both backends: the same logits at every step
+(also after beam reorders that duplicate and drop rows), the same tokens from generate() for greedy, seeded
+sampling and beam search, and inspections unaffected by a decoder in use.
 """
 import threading
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from model.backends.base import Backend
+from model.export_onnx import export_onnx
 from model.generate import generate
 from model.load import load_model
 
@@ -34,16 +36,19 @@ class Loaded:
         self.backend, self.tokenizer, self.info = backend, loaded.tokenizer, loaded.info
 
 
-@pytest.fixture(scope="module", params=["demo", "tiny"])
-def gpt2(request, tiny_models):
-    return load_model("demo/gpt2" if request.param == "demo" else tiny_models["gpt2"])
+@pytest.fixture(scope="module", params=["demo", "tiny", "demo-onnx", "tiny-onnx"])
+def gpt2(request, tiny_models, tmp_path_factory):
+    source = "demo/gpt2" if request.param.startswith("demo") else tiny_models["gpt2"]
+    if request.param.endswith("onnx"):
+        source = export_onnx(source, tmp_path_factory.mktemp("onnx") / "gpt2.onnx").path
+    return load_model(source)
 
 
 def _ids(m, text):
     return torch.tensor([m.tokenizer(text)["input_ids"]])
 
 
-def test_only_causal_torch_models_have_a_decoder(gpt2, tiny_models):
+def test_only_causal_models_have_a_decoder(gpt2, tiny_models):
     assert gpt2.backend.decoder(_ids(gpt2, "the dogs")) is not None
     assert load_model(tiny_models["bert-mlm"]).backend.decoder(torch.tensor([[5, 6]])) is None
     assert Backend.decoder(gpt2.backend, torch.tensor([[5]])) is None  # the base default: no cache
@@ -95,17 +100,17 @@ def test_decoder_refuses_bad_rows_and_positions(gpt2):
 
 @pytest.fixture()
 def spy(monkeypatch):
-    """Counts recompute calls of TorchBackend.next_token_logits."""
+    """Counts recompute calls of next_token_logits (the torch backend's own, and the base class's that the
+    onnx backend uses)."""
     import model.backends.torch_backend as tb
 
     calls = []
-    orig = tb.TorchBackend.next_token_logits
+    for cls in (tb.TorchBackend, Backend):
+        def counted(self, *a, _orig=cls.next_token_logits, **k):
+            calls.append(1)
+            return _orig(self, *a, **k)
 
-    def counted(self, *a, **k):
-        calls.append(1)
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(tb.TorchBackend, "next_token_logits", counted)
+        monkeypatch.setattr(cls, "next_token_logits", counted)
     return calls
 
 
@@ -148,7 +153,7 @@ def test_long_prompt_stays_within_positions(gpt2):
 
 def _inspect(be, ids):
     out = be.forward(ids, attentions=True, hidden_states=True)
-    q, k, scale = out.qk[-1]()
+    q, k, scale = out.qk[-1]() if out.qk else (torch.zeros(0), torch.zeros(0), 0.0)  # onnx: probabilities only
     return ([a() for a in out.attention], q, k, scale, out.hidden_states,
             out.logits_at(torch.arange(ids.shape[1])))
 

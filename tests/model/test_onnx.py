@@ -53,6 +53,7 @@ def test_export_writes_checked_files_only(exported, arch):
     r = exported[arch]
     d = r.path.parent
     expected = {"model.onnx", "model.lmscope.json", *r.tokenizer_files} | ({"model.head.onnx"} if arch != "bert-encoder" else set())
+    expected |= {"model.decoder.onnx"} if arch == "gpt2" else set()  # generation with a key/value cache
     assert set(os.listdir(d)) == expected  # no temporary files left behind
     meta = json.loads(r.metadata_path.read_text())
     assert meta["lmscope_version"] == "0.1.0" and meta["format"] == "lmscope-onnx"
@@ -66,6 +67,10 @@ def test_export_writes_checked_files_only(exported, arch):
     assert ("token_type_ids" in [i.name for i in graph.graph.input]) == arch.startswith(("bert", "albert"))
     assert r.parity and max(r.parity.values()) <= TOLERANCE
     assert meta["parity"]["max_error"] == r.parity
+    assert (r.decoder_path is not None) == ("decoder" in r.parity) == (meta["decoder"] is not None) == (arch == "gpt2")
+    if r.decoder_path is not None:
+        assert meta["decoder"]["bytes"] == r.decoder_path.stat().st_size
+        assert [i.name for i in onnx.load(str(r.decoder_path)).graph.input] == meta["decoder"]["inputs"]
 
 
 def test_export_metadata_names_the_source_architecture(exported, tiny_models):
@@ -348,6 +353,33 @@ def test_head_graph_alone_is_refused_and_missing_head_degrades(exported, tmp_pat
     assert any("model.head.onnx" in w for w in m.info.warnings)
     want = load_onnx(r.path, "gpt2").backend.next_token_logits(torch.tensor([[5, 6, 7]]))
     assert torch.allclose(m.backend.next_token_logits(torch.tensor([[5, 6, 7]])), want, atol=1e-5)
+
+
+def test_decoder_graph_alone_is_refused_and_a_missing_decoder_degrades(exported, tmp_path):
+    r = exported["gpt2"]
+    with pytest.raises(ModelLoadError, match="generation graph"):
+        load_onnx(r.decoder_path, "decoder")
+    path = _copy(r, tmp_path, ["model.onnx", "model.head.onnx", "model.lmscope.json", *r.tokenizer_files])
+    m = load_onnx(path, "nodecoder")
+    assert m.backend.decoder(torch.tensor([[5, 6]])) is None  # generation recomputes the prefix
+    assert any("model.decoder.onnx" in w and "recomputes" in w for w in m.info.warnings)
+    full = load_onnx(r.path, "gpt2")
+    assert not full.info.warnings and full.backend.decoder(torch.tensor([[5, 6]])) is not None
+    a = generate(m, "the dogs near the cat", strategy="beam", num_beams=3, max_new_tokens=12)
+    assert a.tokens == generate(full, "the dogs near the cat", strategy="beam", num_beams=3, max_new_tokens=12).tokens
+
+
+def test_export_without_the_decoder_graph(tiny_models, tmp_path, capsys):
+    from model.export_onnx import add_export_arguments, run_export
+
+    p = argparse.ArgumentParser()
+    add_export_arguments(p)
+    assert run_export(p.parse_args([str(tiny_models["gpt2"]), "--out", str(tmp_path / "m.onnx"), "--no-decoder"])) == 0
+    assert "key/value cache" not in capsys.readouterr().out
+    assert not (tmp_path / "m.decoder.onnx").exists()
+    assert json.loads((tmp_path / "m.lmscope.json").read_text())["decoder"] is None
+    m = load_onnx(tmp_path / "m.onnx", "nodecoder")
+    assert not m.info.warnings and m.backend.decoder(torch.tensor([[5, 6]])) is None
 
 
 def test_graph_without_attention_outputs_still_loads(tiny_models, tmp_path):
