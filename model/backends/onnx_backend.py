@@ -340,7 +340,7 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
         num_layers=probe.get("layers") or int((meta or {}).get("num_layers") or cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0),
         num_heads=probe.get("heads") or int((meta or {}).get("num_heads") or cfg.get("num_attention_heads") or cfg.get("n_head") or 0),
         vocab_size=vocab, max_positions=_max_positions(meta, cfg, tok), causal=task == "causal-lm",
-        decoder_path=decoder_path if head is not None or layout.logits else None,
+        decoder_path=decoder_path,
     )
     if meta is not None:
         for key, got in (("num_layers", backend.num_layers), ("num_heads", backend.num_heads), ("vocab_size", vocab)):

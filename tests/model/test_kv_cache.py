@@ -1,9 +1,10 @@
-"""The KV-cached `Decoder`s against the recompute path (`next_token_logits` of the whole prefix): the torch
-backend's (the model's own past_key_values) and the onnx backend's (FILE.decoder.onnx of an lmscope export).
+"""The incremental `Decoder`s against the recompute path (`next_token_logits` of the whole prefix): the torch
+backend's (the model's own past_key_values), the onnx backend's (FILE.decoder.onnx of an lmscope export) and
+ELMo's (its forward LSTM states).
 
-On the shipped demo GPT-2 and a tiny random GPT-2, each through both backends: the same logits at every step
-(also after beam reorders that duplicate and drop rows), the same tokens from generate() for greedy, seeded
-sampling and beam search, and inspections unaffected by a decoder in use.
+On the shipped demo GPT-2 and a tiny random GPT-2, each through both backends, and the demo ELMo: the same
+logits at every step (also after beam reorders that duplicate and drop rows), the same tokens from generate()
+for greedy, seeded sampling and beam search, and inspections unaffected by a decoder in use.
 """
 import threading
 
@@ -36,8 +37,11 @@ class Loaded:
         self.backend, self.tokenizer, self.info = backend, loaded.tokenizer, loaded.info
 
 
-@pytest.fixture(scope="module", params=["demo", "tiny", "demo-onnx", "tiny-onnx"])
+@pytest.fixture(scope="module", params=["demo", "tiny", "demo-onnx", "tiny-onnx", "demo-elmo"])
 def gpt2(request, tiny_models, tmp_path_factory):
+    """A causal LM with a decoder (GPT-2 on each backend; ELMo's forward LM)."""
+    if request.param == "demo-elmo":
+        return load_model("demo/elmo")
     source = "demo/gpt2" if request.param.startswith("demo") else tiny_models["gpt2"]
     if request.param.endswith("onnx"):
         source = export_onnx(source, tmp_path_factory.mktemp("onnx") / "gpt2.onnx").path
@@ -101,7 +105,7 @@ def test_decoder_refuses_bad_rows_and_positions(gpt2):
 @pytest.fixture()
 def spy(monkeypatch):
     """Counts recompute calls of next_token_logits (the torch backend's own, and the base class's that the
-    onnx backend uses)."""
+    onnx and ELMo backends use)."""
     import model.backends.torch_backend as tb
 
     calls = []
@@ -154,7 +158,7 @@ def test_long_prompt_stays_within_positions(gpt2):
 def _inspect(be, ids):
     out = be.forward(ids, attentions=True, hidden_states=True)
     q, k, scale = out.qk[-1]() if out.qk else (torch.zeros(0), torch.zeros(0), 0.0)  # onnx: probabilities only
-    return ([a() for a in out.attention], q, k, scale, out.hidden_states,
+    return ([a() for a in out.attention or []], q, k, scale, out.hidden_states,  # ELMo: no attention
             out.logits_at(torch.arange(ids.shape[1])))
 
 
@@ -171,7 +175,7 @@ def test_inspection_unaffected_by_a_decoder_in_use(gpt2):
     be = gpt2.backend
     probe = _ids(gpt2, "the cat near the dogs sleeps")
     before = _inspect(be, probe)
-    assert len(before[0]) == be.num_layers
+    assert len(before[0]) == (be.num_layers if be.has_attention else 0)
     rows = _ids(gpt2, "the dogs")
     dec = be.decoder(rows)
     dec.reorder(torch.tensor([0, 0]))
