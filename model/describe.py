@@ -330,6 +330,8 @@ def _describe_elmo(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
     c = {**ELMO_DEFAULTS, **{k: v for k, v in cfg.items() if k in (*ELMO_DEFAULTS, "vocab_size")}}
     if "vocab_size" not in c:
         raise DescribeError(f"{path}/config.json has no vocab_size")
+    if cfg.get("char_cnn"):  # elmo_parameters counts an embedding table, not a character CNN
+        raise DescribeError(f"{path} is a character-input ELMo: its size comes from the load")
     n_file = checkpoint_parameters([path / "model.safetensors"])
     n_model = elmo_parameters(int(c["vocab_size"]), int(c["embed_dim"]), int(c["hidden_dim"]), int(c["num_layers"]))
     if n_file != n_model:

@@ -254,6 +254,7 @@ class TrainRequest:
     checkpoint_every: int | None = None  # None: about 10 checkpoints over the run, for the history slider
     eval_every: int | None = None  # None: about 20 held-out evaluations over the run, for the curve
     threads: int = max(1, (os.cpu_count() or 2) // 2)  # leave the other cores to the app's own sessions
+    char_cnn: bool = False  # ELMo only: token vectors from their characters
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -268,6 +269,8 @@ class TrainRequest:
             raise JobError(f"learning rate must be in (0, 1), got {self.lr}")
         if not 1 <= self.threads <= 256:
             raise JobError(f"threads must be between 1 and 256, got {self.threads}")
+        if self.char_cnn and self.arch != "elmo":
+            raise JobError(f"character-CNN input is an ELMo option, not {self.arch}'s")
 
     def total_steps(self) -> int:
         from model.train.presets import PRESETS as P  # the one place the preset values live
@@ -284,7 +287,7 @@ class TrainRequest:
             v = getattr(self, name)
             if v is not None:
                 a += [f"--{name.replace('_', '-')}", str(v)]
-        return a + (["--resume"] if resume else [])
+        return a + (["--char-cnn"] if self.char_cnn else []) + (["--resume"] if resume else [])
 
 
 @dataclass

@@ -6,7 +6,8 @@ controls only its own jobs. The page only reads the files a run writes (events.j
 live panel polls them every POLL_S seconds. A finished model is listed as `runs/<job>` in every page's
 model picker. Scrub the checkpoints with the slider to see how a probe sentence's predictions changed.
 
-Keys: `arch`, `preset`, `corpus` (toyworld | pydoc | upload | path), `corpus_path`, `steps`, `probe`.
+Keys: `arch`, `preset`, `corpus` (toyworld | pydoc | upload | path), `corpus_path`, `steps`, `probe`,
+`chars` (ELMo: character-CNN input).
 """
 from __future__ import annotations
 
@@ -124,6 +125,10 @@ def _form(queue: J.JobQueue, owner: str) -> None:
         arch = state.selectbox("Architecture", "arch", J.ARCHS, "gpt2",
                                help="bert: MLM + next-sentence; roberta: MLM with dynamic masking; albert: MLM + sentence "
                                     "order, shared layers; gpt2: causal LM; elmo: forward + backward LSTM LMs")
+        chars = arch == "elmo" and state.toggle(
+            "Character input (char-CNN)", "chars", False,
+            help="ELMo reads each token's characters through a CNN, as the original did, instead of a table "
+                 "of token embeddings: tokens spelled alike start out alike")
     with c[1]:
         preset = state.radio("Preset", "preset", J.PRESETS, "tiny")
         p = PRESETS[preset]
@@ -133,6 +138,8 @@ def _form(queue: J.JobQueue, owner: str) -> None:
         steps = state.number_input("Steps", "steps", 1, J.MAX_STEPS, p.steps)
     corpus = _corpus(owner)
     request = dict(arch=arch, preset=preset, corpus=corpus or "toyworld", steps=int(steps))
+    if chars:
+        request["char_cnn"] = True
     st.button("Start training", type="primary", disabled=corpus is None, key="train_start",
               on_click=_submit, args=(queue, owner, request))
 

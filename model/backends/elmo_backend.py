@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from model.backends.base import Backend, Decoder, ForwardOutput
 from model.train.elmo import ElmoLM
@@ -45,6 +46,8 @@ class _ElmoDecoder(Decoder):
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {tuple(input_ids.shape)}")
         self._m = module
+        with torch.inference_mode():
+            self._table = module.token_table()  # (vocab, embed): input vectors and the tied softmax, once
         self._states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * module.config.num_layers
         self._pending: torch.Tensor | None = input_ids.long()  # (batch, n) tokens not yet read
         self._last: torch.Tensor | None = None  # (batch, embed) top layer's output at the last token read
@@ -58,7 +61,7 @@ class _ElmoDecoder(Decoder):
         if self.length > limit:
             raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {limit}")
         stack = self._m.fwd
-        x = self._m.embed(self._pending)  # (batch, n, embed)
+        x = F.embedding(self._pending, self._table)  # (batch, n, embed)
         for i, (lstm, proj) in enumerate(zip(stack.lstms, stack.projs)):
             y, self._states[i] = lstm(x, self._states[i])  # (batch, n, hidden)
             h = proj(y)  # (batch, n, embed)
@@ -68,7 +71,7 @@ class _ElmoDecoder(Decoder):
     def logits(self) -> torch.Tensor:
         self._run()
         with torch.inference_mode():
-            return (self._last @ self._m.embed.weight.T).float()  # (batch, vocab): the tied softmax
+            return (self._last @ self._table.T).float()  # (batch, vocab): the tied softmax
 
     def append(self, next_ids: torch.Tensor) -> None:
         col = torch.as_tensor(next_ids, dtype=torch.long).reshape(-1, 1)  # (batch, 1)

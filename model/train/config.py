@@ -75,6 +75,7 @@ class TrainConfig:
     # ---- objectives
     whole_word: bool = False  # BERT's later whole-word masking: all pieces of a chosen word are predicted
     dynamic_masking: bool | None = None  # None: as published (RoBERTa dynamic, BERT / ALBERT static)
+    char_cnn: bool = False  # ELMo only: token vectors from their characters (ELMo's char-CNN), not a table
     # ---- bookkeeping
     checkpoint_every: int = 500  # a killed run loses at most this many steps
     keep_last: int = 5  # checkpoints kept (the app's training-history slider shows them)
@@ -123,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"heldout-share must be in (0, 0.5), got {cfg.heldout_share}")
         if cfg.grad_clip <= 0:
             raise ValueError(f"grad-clip must be positive, got {cfg.grad_clip}")
+        if cfg.char_cnn and cfg.arch != "elmo":
+            raise ValueError(f"character-CNN input is an ELMo option; {cfg.arch} reads token embeddings")
         if cfg.threads is not None and cfg.threads < 1:
             raise ValueError(f"threads must be at least 1, got {cfg.threads}")
         return cfg
@@ -130,4 +133,4 @@ class TrainConfig:
     # Fields that must match between a checkpoint and a --resume (anything that changes data or shapes).
     RESUME_KEYS = ("arch", "seed", "batch_size", "seq_len", "layers", "heads", "hidden", "vocab_size", "lr",
                    "warmup", "weight_decay", "grad_clip", "mlm_probability", "whole_word", "dynamic_masking",
-                   "heldout_share", "dropout")
+                   "heldout_share", "dropout", "char_cnn")

@@ -21,12 +21,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from model.train.elmo import ElmoConfig, ElmoLM, lm_losses
+from model.train.elmo import ElmoConfig, ElmoLM, char_table, lm_losses
 
 
 def build_model(arch: str, *, vocab_size: int, layers: int, hidden: int, heads: int, seq_len: int, dropout: float,
-                seed: int, tok) -> torch.nn.Module:
-    """A freshly initialised model (weights are a function of seed). tok supplies the special-token ids."""
+                seed: int, tok, char_cnn: bool = False) -> torch.nn.Module:
+    """A freshly initialised model (weights are a function of seed). tok supplies the special-token ids
+    (and, for a character-input ELMo, the spelling of every token)."""
     import transformers as T
 
     common = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
@@ -53,8 +54,10 @@ def build_model(arch: str, *, vocab_size: int, layers: int, hidden: int, heads: 
                                            activation_function="gelu_pytorch_tanh"))
     elif arch == "elmo":
         # hidden is the token-embedding width; the LSTM cells are twice as wide and projected back (LSTMP)
-        m = ElmoLM(ElmoConfig(vocab_size=vocab_size, embed_dim=hidden, hidden_dim=2 * hidden, num_layers=2,
-                              dropout=dropout, max_positions=4096))
+        cfg = ElmoConfig(vocab_size=vocab_size, embed_dim=hidden, hidden_dim=2 * hidden, num_layers=2,
+                         dropout=dropout, max_positions=4096, char_cnn=char_cnn)
+        chars = char_table(tok.convert_ids_to_tokens(list(range(vocab_size))), cfg.max_chars) if char_cnn else None
+        m = ElmoLM(cfg, char_ids=chars)
         # the scalar mix is learned by a downstream task, not by the LM losses: frozen here, so that
         # DistributedDataParallel does not wait for gradients that never come
         m.mix_weights.requires_grad_(False)

@@ -34,6 +34,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlm-probability", type=float, default=None, help="masked-LM selection rate (default: the preset's, 0.3)")
     p.add_argument("--dropout", type=float, default=None, help="default: the preset's")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    p.add_argument("--char-cnn", action="store_true", help="ELMo: token vectors from their characters (char-CNN)")
     p.add_argument("--static-masking", dest="dynamic_masking", action="store_const", const=False, default=None)
     p.add_argument("--dynamic-masking", dest="dynamic_masking", action="store_const", const=True)
     p.add_argument("--threads", type=int, default=None)
@@ -49,7 +50,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         arch=a.arch, out_dir=a.out, corpus=a.corpus, preset=a.preset, steps=a.steps, batch_size=a.batch_size,
         seq_len=a.seq_len, lr=a.lr, warmup=a.warmup, layers=a.layers, heads=a.heads, hidden=a.hidden,
         vocab_size=a.vocab_size, seed=a.seed, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
-        eval_every=a.eval_every, mlm_probability=a.mlm_probability, dropout=a.dropout, whole_word=a.whole_word,
+        eval_every=a.eval_every, mlm_probability=a.mlm_probability, dropout=a.dropout, whole_word=a.whole_word, char_cnn=a.char_cnn,
         dynamic_masking=a.dynamic_masking, threads=a.threads, bf16=a.bf16, resume=a.resume,
     )
 

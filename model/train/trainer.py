@@ -136,7 +136,9 @@ def _check_resume(cfg: TrainConfig, state: dict, prep: Prepared, checkpoint: Pat
     import json
 
     saved = json.loads(state["config"])
-    diff = [k for k in TrainConfig.RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    defaults = {k: f.default for k, f in TrainConfig.__dataclass_fields__.items()}
+    # a key the checkpoint lacks was added later: such a run had its default (char_cnn: token input)
+    diff = [k for k in TrainConfig.RESUME_KEYS if saved.get(k, defaults[k]) != getattr(cfg, k)]
     if diff:
         k = diff[0]
         raise TrainingError(f"cannot resume {checkpoint}: it was trained with {k}={saved.get(k)!r}, now {k}={getattr(cfg, k)!r}")
@@ -185,7 +187,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
         raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
     run.rank = d.rank
     model = build_model(cfg.arch, vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads,
-                        seq_len=cfg.seq_len, dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok)
+                        seq_len=cfg.seq_len, dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok, char_cnn=cfg.char_cnn)
     objective = Objective(model, cfg.arch)
     opt = make_optimizer(objective, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))

@@ -200,6 +200,20 @@ def test_train_page_submits_runs_and_scrubs_checkpoints(env):
     assert f"runs/{job_id}" in common.model_names()
 
 
+def test_train_page_offers_character_input_for_elmo_only(env, monkeypatch):
+    from model import jobs as J
+
+    submitted = []
+    monkeypatch.setattr(J.JobQueue, "submit", lambda self, owner, request: submitted.append(request) or "job-x")
+    at = open_page("train")
+    assert not [t for t in at.toggle if t.key == "qp_chars"]  # GPT-2 by default: no such option
+    at.selectbox(key="qp_arch").set_value("elmo").run()
+    at.toggle(key="qp_chars").set_value(True).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and submitted[-1]["arch"] == "elmo" and submitted[-1]["char_cnn"] is True
+    assert str(at.query_params["chars"]).lower() in ("true", "1")  # in the link, like every setting
+
+
 def test_train_page_rejects_paths_outside_the_corpus_folders(env):
     at = open_page("train")
     at.radio(key="qp_corpus").set_value("path").run()

@@ -1,19 +1,25 @@
-"""ELMo: both language models look only where they should, padding changes nothing, the softmax is tied,
-save/load round-trips, and the Backend exposes it like a causal model (plus backward logits)."""
+"""ELMo, with token-table and with character-CNN input: both language models look only where they should,
+padding changes nothing, the softmax is tied, save/load round-trips, and the Backend exposes it like a
+causal model (plus backward logits)."""
 import json
 
 import pytest
 import torch
 
 from model.backends.elmo_backend import ElmoBackend, load_elmo
-from model.train.elmo import ElmoConfig, ElmoLM, lm_losses
+from model.train.elmo import ElmoConfig, ElmoLM, char_table, lm_losses
 from model.train.tokenizer import train_tokenizer
 
 
-@pytest.fixture(scope="module")
-def model():
+TOKENS = [f"t{i}" if i % 3 else f"Ġw{i}" for i in range(60)]  # spellings for the character-input model
+
+
+@pytest.fixture(scope="module", params=["tokens", "chars"])
+def model(request):
     torch.manual_seed(0)
-    return ElmoLM(ElmoConfig(vocab_size=60, embed_dim=16, hidden_dim=24, num_layers=2, dropout=0.0)).eval()
+    cfg = ElmoConfig(vocab_size=60, embed_dim=16, hidden_dim=24, num_layers=2, dropout=0.0,
+                     char_cnn=request.param == "chars")
+    return ElmoLM(cfg, char_ids=char_table(TOKENS, cfg.max_chars) if cfg.char_cnn else None).eval()
 
 
 def test_shapes(model):
@@ -64,16 +70,39 @@ def test_padding_changes_nothing(model, side):
     assert torch.allclose(batch.forward_logits[1], model(long).forward_logits[0], atol=1e-5)
 
 
-def test_softmax_tied_to_embedding(model):
+def test_softmax_tied_to_the_input_vectors(model):
     out = model(torch.tensor([[1, 2, 3]]))
-    top = model.fwd(model.embed(torch.tensor([[1, 2, 3]])))[-1]  # dropout is 0
-    assert torch.allclose(out.forward_logits, top @ model.embed.weight.T, atol=1e-5)
+    table = model.token_table()  # (vocab, embed)
+    top = model.fwd(table[torch.tensor([[1, 2, 3]])])[-1]  # dropout is 0
+    assert torch.allclose(out.forward_logits, top @ table.T, atol=1e-5)
     assert not any(p.shape == (60, 16) for n, p in model.named_parameters() if n != "embed.weight")
+    if model.config.char_cnn:  # no table of token vectors at all: they come from the spellings
+        assert model.embed is None and model.char_ids.dtype == torch.long
+
+
+def test_char_table_spells_tokens_in_utf8_bytes():
+    t = char_table(["ab", "é", None, "x" * 20], 8)
+    assert t.tolist()[:3] == [[1, 100, 101, 2, 0, 0, 0, 0], [1, 198, 172, 2, 0, 0, 0, 0], [1, 2, 0, 0, 0, 0, 0, 0]]
+    assert t[3].tolist() == [1] + [ord("x") + 3] * 6 + [2]  # cut to max_chars, the end mark kept
+
+
+def test_char_input_shares_evidence_between_spellings():
+    """Two tokens spelled alike get close vectors before any training; a table gives unrelated ones."""
+    torch.manual_seed(0)
+    cfg = ElmoConfig(vocab_size=3, embed_dim=16, hidden_dim=24, char_cnn=True)
+    m = ElmoLM(cfg, char_ids=char_table(["running", "runnings", "zq"], cfg.max_chars)).eval()
+    with torch.no_grad():
+        v = torch.nn.functional.normalize(m.token_table(), dim=-1)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2])
+    with pytest.raises(ValueError, match="char_ids must be"):
+        ElmoLM(cfg, char_ids=torch.zeros(2, 16, dtype=torch.long))
 
 
 def test_save_load_backend(model, tmp_path):
     tok = train_tokenizer("elmo", ["the dog runs .", "the cats sleep ."] * 20, vocab_size=60)
-    m = ElmoLM(ElmoConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=24, dropout=0.0)).eval()
+    cfg = ElmoConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=24, dropout=0.0, char_cnn=model.config.char_cnn)
+    chars = char_table(tok.convert_ids_to_tokens(list(range(len(tok)))), cfg.max_chars) if cfg.char_cnn else None
+    m = ElmoLM(cfg, char_ids=chars).eval()
     m.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())

@@ -203,9 +203,22 @@ def test_limits_and_request_validation(tmp_path, fake):
         if j.state in J.ACTIVE:
             q.stop(j.id, j.session)
     for bad, msg in [(dict(arch="t5"), "unknown architecture"), (dict(arch="gpt2", preset="huge"), "unknown preset"),
-                     (dict(arch="gpt2", steps=0), "steps must be between"), (dict(arch="gpt2", lr=5.0), "learning rate")]:
+                     (dict(arch="gpt2", steps=0), "steps must be between"), (dict(arch="gpt2", lr=5.0), "learning rate"),
+                     (dict(arch="gpt2", char_cnn=True), "ELMo option")]:
         with pytest.raises(JobError, match=msg):
             q.submit("s", TrainRequest(**bad))
+
+
+def test_character_input_reaches_the_trainer_command(tmp_path):
+    argv = TrainRequest(arch="elmo", steps=5, char_cnn=True).argv(tmp_path / "out")
+    assert argv[0] == "elmo" and "--char-cnn" in argv
+    assert "--char-cnn" not in TrainRequest(arch="elmo", steps=5).argv(tmp_path / "out")
+    from model.train.run import add_train_arguments, config_from_args
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    assert config_from_args(p.parse_args(argv)).resolved().char_cnn is True
 
 
 def test_corpus_paths_are_confined_and_copied(tmp_path, monkeypatch, fake):
