@@ -62,23 +62,69 @@ class Decoder(ABC):
         dec.logits()                     # (batch, vocab) for the token after the last position
         dec.append(next_ids)             # (batch,) int64: extend every row by one token
         dec.reorder(beam_idx)            # (new_batch,) int64: row i becomes old row beam_idx[i]
+
+    This class keeps the bookkeeping (tokens not yet read, row checks, the length limit); a backend's
+    decoder says how its model reads tokens (`_read`), keeps rows (`_select`) and gives logits (`_logits`).
+    The model runs lazily, on the next `logits()`, so appending after the last step costs nothing.
     """
 
-    length: int = 0  # tokens per row so far (prefix + appended)
+    def __init__(self, input_ids: torch.Tensor, max_positions: int | None):
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {tuple(input_ids.shape)}")
+        self._pending: torch.Tensor | None = input_ids.long()  # (batch, n) tokens the model has not read yet
+        self._rows = int(input_ids.shape[0])
+        self._read_any = False  # the prompt has been read
+        self._max_positions = max_positions
+        self.length = int(input_ids.shape[1])  # tokens per row so far (prefix + appended)
 
     @abstractmethod
+    def _read(self, ids: torch.Tensor) -> None:
+        """Run the model on ids (batch, n), the tokens after those already read, growing the cache and
+        keeping what `_logits` needs."""
+
+    @abstractmethod
+    def _select(self, idx: torch.Tensor) -> None:
+        """Keep rows idx (new_batch,) int64 of the cache and of what `_logits` needs (repeats allowed)."""
+
+    @abstractmethod
+    def _logits(self) -> torch.Tensor:
+        """(batch, vocab) float32 logits after the last token read."""
+
+    def _run(self) -> None:
+        if self._pending is None:
+            return
+        if self._max_positions is not None and self.length > self._max_positions:
+            raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {self._max_positions}")
+        self._read(self._pending)
+        self._pending, self._read_any = None, True
+
     def logits(self) -> torch.Tensor:
         """(batch, vocab) float32 next-token logits after each row's last token (equal to the recompute
         path's `next_token_logits` of the same rows)."""
+        self._run()
+        return self._logits()
 
-    @abstractmethod
     def append(self, next_ids: torch.Tensor) -> None:
-        """Extend each row by one token: next_ids (batch,) int64. The model may run lazily, on the next
-        `logits()` call, so appending after the last step costs nothing."""
+        """Extend each row by one token: next_ids (batch,) int64."""
+        col = torch.as_tensor(next_ids, dtype=torch.long).reshape(-1, 1)  # (batch, 1)
+        if col.shape[0] != self._rows:
+            raise ValueError(f"append needs one token per row ({self._rows}), got {col.shape[0]}")
+        self._pending = col if self._pending is None else torch.cat([self._pending, col], dim=1)
+        self.length += 1
 
-    @abstractmethod
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Select rows: beam_idx (new_batch,) int64 indexes the current rows; repeats allowed."""
+        idx = torch.as_tensor(beam_idx, dtype=torch.long).reshape(-1)
+        if not self._read_any:
+            self._run()  # the prompt once per distinct row, then copy its cache (beam search: 1 -> num_beams)
+        if idx.numel() == self._rows and torch.equal(idx, torch.arange(self._rows)):
+            return
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self._rows:
+            raise IndexError(f"beam_idx must index the {self._rows} current rows")
+        self._select(idx)
+        if self._pending is not None:
+            self._pending = self._pending.index_select(0, idx)
+        self._rows = int(idx.numel())
 
 
 class Backend(ABC):

@@ -212,55 +212,26 @@ class OnnxBackend(Backend):
 
 class _OnnxDecoder(Decoder):
     """The key/value cache as two arrays (layer, batch, head, length, dim) owned by this decoder; each
-    model call feeds the tokens not yet seen (the prompt first, then one per step) with the cache so far
+    model call feeds the tokens not yet read (the prompt first, then one per step) with the cache so far
     and keeps the cache the graph returns, with the logits after the last token."""
 
     def __init__(self, backend: OnnxBackend, session, input_ids: torch.Tensor):
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {tuple(input_ids.shape)}")
-        self._backend, self._session = backend, session
+        super().__init__(input_ids, backend.max_positions)
+        self._session = session
         layers, _, heads, _, dim = session.get_inputs()[1].shape  # past_keys: (layer, batch, head, past, dim)
-        empty = np.zeros((layers, input_ids.shape[0], heads, 0, dim), dtype=np.float32)
-        self._keys, self._values = empty, empty
-        self._pending: np.ndarray | None = input_ids.long().numpy()  # (batch, n) tokens not yet run
-        self._logits: np.ndarray | None = None  # (batch, vocab) after the last token run
-        self.length = int(input_ids.shape[1])
+        self._keys = self._values = np.zeros((layers, input_ids.shape[0], heads, 0, dim), dtype=np.float32)
+        self._last: np.ndarray | None = None  # (batch, vocab) logits after the last token read
 
-    def _run(self) -> None:
-        if self._pending is None:
-            return
-        limit = self._backend.max_positions
-        if limit is not None and self.length > limit:
-            raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {limit}")
-        self._logits, self._keys, self._values = self._session.run(
-            None, {"input_ids": np.ascontiguousarray(self._pending), "past_keys": self._keys, "past_values": self._values})
-        self._pending = None
+    def _read(self, ids: torch.Tensor) -> None:
+        self._last, self._keys, self._values = self._session.run(
+            None, {"input_ids": np.ascontiguousarray(ids.numpy()), "past_keys": self._keys, "past_values": self._values})
 
-    def logits(self) -> torch.Tensor:
-        self._run()
-        return torch.from_numpy(self._logits)
+    def _logits(self) -> torch.Tensor:
+        return torch.from_numpy(self._last)
 
-    def append(self, next_ids: torch.Tensor) -> None:
-        col = torch.as_tensor(next_ids, dtype=torch.long).reshape(-1, 1).numpy()  # (batch, 1)
-        batch = self._keys.shape[1]
-        if col.shape[0] != batch:
-            raise ValueError(f"append needs one token per row ({batch}), got {col.shape[0]}")
-        self._pending = col if self._pending is None else np.concatenate([self._pending, col], axis=1)
-        self.length += 1
-
-    def reorder(self, beam_idx: torch.Tensor) -> None:
-        idx = torch.as_tensor(beam_idx, dtype=torch.long).reshape(-1).numpy()
-        if self._logits is None:
-            self._run()  # the prompt once per distinct row, then copy its cache (beam search: 1 -> num_beams)
-        batch = self._keys.shape[1]
-        if idx.size == batch and np.array_equal(idx, np.arange(batch)):
-            return
-        if idx.size == 0 or int(idx.min()) < 0 or int(idx.max()) >= batch:
-            raise IndexError(f"beam_idx must index the {batch} current rows")
-        self._keys, self._values = self._keys[:, idx], self._values[:, idx]  # fancy indexing: new arrays
-        self._logits = self._logits[idx]
-        if self._pending is not None:
-            self._pending = self._pending[idx]
+    def _select(self, idx: torch.Tensor) -> None:
+        i = idx.numpy()
+        self._keys, self._values, self._last = self._keys[:, i], self._values[:, i], self._last[i]  # copies
 
 
 # ---------------------------------------------------------------------------------------------------

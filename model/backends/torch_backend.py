@@ -266,67 +266,37 @@ class TorchBackend(Backend):
 class _TorchDecoder(Decoder):
     """The transformers model's own `past_key_values` (a DynamicCache created by the first call and kept
     here only, so the shared backend and its modules are never mutated). Each model call runs the base
-    model on the tokens not yet seen (the prefix first, then one per step), with `use_cache=True`; GPT-2
+    model on the tokens not yet read (the prefix first, then one per step), with `use_cache=True`; GPT-2
     then takes position ids from the cache length, which is right because rows are never padded. The LM
     head runs on the last position only. The attention recorder is explicitly off during these calls."""
 
     def __init__(self, backend: TorchBackend, input_ids: torch.Tensor):
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be (batch, seq) with seq >= 1, got {tuple(input_ids.shape)}")
+        super().__init__(input_ids, backend.max_positions)
         self._backend = backend
         self._cache = None  # transformers Cache after the first model call
-        self._pending = input_ids.long()  # (batch, n) tokens not yet run through the model
         self._last: torch.Tensor | None = None  # (batch, hidden) last hidden state once run
-        self._logits: torch.Tensor | None = None  # (batch, vocab) memo for the current length
-        self.length = int(input_ids.shape[1])
+        self._memo: torch.Tensor | None = None  # (batch, vocab) logits for the current length
 
-    def _run(self) -> None:
-        if self._pending is None:
-            return
-        limit = self._backend.max_positions
-        if limit is not None and self.length > limit:
-            raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {limit}")
-        model = self._backend.model
+    def _read(self, ids: torch.Tensor) -> None:
         token = _RECORDER.set(None)  # never record (or drop the mask of) a decoding step
         try:
             with torch.inference_mode():
-                out = model.base_model(input_ids=self._pending, past_key_values=self._cache, use_cache=True,
-                                       return_dict=True)
+                out = self._backend.model.base_model(input_ids=ids, past_key_values=self._cache, use_cache=True,
+                                                     return_dict=True)
         finally:
             _RECORDER.reset(token)
         self._cache = out.past_key_values
-        self._last = out.last_hidden_state[:, -1, :]  # (batch, hidden)
-        self._pending = None
+        self._last, self._memo = out.last_hidden_state[:, -1, :], None  # (batch, hidden)
 
-    def logits(self) -> torch.Tensor:
-        if self._logits is None:
-            self._run()
+    def _logits(self) -> torch.Tensor:
+        if self._memo is None:
             with torch.inference_mode():
-                self._logits = self._backend._head(self._backend.model, self._last[:, None, :])[:, 0, :].float()
-        return self._logits
+                self._memo = self._backend._head(self._backend.model, self._last[:, None, :])[:, 0, :].float()
+        return self._memo
 
-    def append(self, next_ids: torch.Tensor) -> None:
-        next_ids = torch.as_tensor(next_ids, dtype=torch.long).reshape(-1, 1)  # (batch, 1)
-        batch = self._pending.shape[0] if self._pending is not None else self._last.shape[0]
-        if next_ids.shape[0] != batch:
-            raise ValueError(f"append needs one token per row ({batch}), got {next_ids.shape[0]}")
-        self._pending = next_ids if self._pending is None else torch.cat([self._pending, next_ids], dim=1)
-        self._logits = None
-        self.length += 1
-
-    def reorder(self, beam_idx: torch.Tensor) -> None:
-        idx = torch.as_tensor(beam_idx, dtype=torch.long).reshape(-1)
-        if self._cache is None:
-            self._run()  # the prefix once per distinct row, then copy its cache (beam search: 1 -> num_beams)
-        batch = self._last.shape[0]
-        if idx.numel() == batch and torch.equal(idx, torch.arange(batch)):
-            return
-        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= batch:
-            raise IndexError(f"beam_idx must index the {batch} current rows")
+    def _select(self, idx: torch.Tensor) -> None:
         with torch.inference_mode():
             self._cache.reorder_cache(idx)
             self._last = self._last.index_select(0, idx)
-            if self._pending is not None:
-                self._pending = self._pending.index_select(0, idx)
-            if self._logits is not None:
-                self._logits = self._logits.index_select(0, idx)
+            if self._memo is not None:
+                self._memo = self._memo.index_select(0, idx)
