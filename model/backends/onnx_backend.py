@@ -218,7 +218,8 @@ class _OnnxDecoder(Decoder):
     def __init__(self, backend: OnnxBackend, session, input_ids: torch.Tensor):
         super().__init__(input_ids, backend.max_positions)
         self._session = session
-        layers, _, heads, _, dim = session.get_inputs()[1].shape  # past_keys: (layer, batch, head, past, dim)
+        past = next(i for i in session.get_inputs() if i.name == "past_keys")
+        layers, _, heads, _, dim = past.shape  # (layer, batch, head, past, dim): batch and past are dynamic
         self._keys = self._values = np.zeros((layers, input_ids.shape[0], heads, 0, dim), dtype=np.float32)
         self._last: np.ndarray | None = None  # (batch, vocab) logits after the last token read
 
