@@ -36,6 +36,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -101,8 +102,21 @@ def max_upload_bytes() -> int:
 
 
 def uploads_root() -> Path:
-    """Where every session's upload directory lives (under the system temp dir)."""
-    return Path(tempfile.gettempdir()) / "lmscope-uploads"
+    """Where every session's upload directory lives: this OS user's own folder under the system temp dir
+    (`lmscope-uploads-UID`), so two users of one machine never share one."""
+    return Path(tempfile.gettempdir()) / f"lmscope-uploads-{os.getuid()}"
+
+
+def _private_root() -> Path:
+    """`uploads_root()`, created mode 0700 if missing. Refused when it is a symlink, another user's, or
+    writable by others: whoever can write to it could rename a session's folder and put a link in its place."""
+    root = uploads_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise JobError(f"{root} is not a private folder of this user (a link, another owner, or writable by others); "
+                       "remove it and try again")
+    return root
 
 
 def _size(n: int) -> str:
@@ -115,7 +129,7 @@ def upload_dir(session_id: str) -> Path:
     if not session_id:
         raise JobError("no session id")
     h = hashlib.sha256(session_id.encode()).hexdigest()[:24]
-    return uploads_root() / h
+    return _private_root() / h
 
 
 # ---- removing uploads when their session ends ------------------------------------------------------
@@ -175,6 +189,10 @@ def sweep_uploads(live_sessions: Collection[str] | None, now: float | None = Non
     root = uploads_root()
     if not root.is_dir():
         return []
+    try:
+        _private_root()
+    except JobError:
+        return []  # not ours to clean
     now = time.time() if now is None else now
     removed = []
     for d in root.iterdir():

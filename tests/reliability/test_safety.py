@@ -388,6 +388,30 @@ def test_uploads_are_private_per_session_and_size_limited(uploads, monkeypatch):
     assert a.read_bytes() == b"the cat sat.\n"  # the refused upload did not replace the earlier one
 
 
+def test_the_uploads_folder_is_named_for_this_user():
+    from model import jobs
+
+    assert jobs.uploads_root().name == f"lmscope-uploads-{os.getuid()}"
+
+
+def test_the_uploads_folder_must_be_private(uploads, tmp_path):
+    from model import jobs
+
+    uploads.mkdir(mode=0o777)
+    uploads.chmod(0o777)  # as a folder someone else could write to
+    with pytest.raises(jobs.JobError, match="not a private folder"):
+        jobs.save_upload("mallory", "a.txt", b"the cat sat.\n")
+    (uploads / "someone").mkdir()
+    assert jobs.sweep_uploads(None, now=time.time() + 10**6) == [] and (uploads / "someone").is_dir()  # not swept
+    shutil.rmtree(uploads)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    uploads.symlink_to(elsewhere)  # a link put in its place
+    with pytest.raises(jobs.JobError, match="not a private folder"):
+        jobs.save_upload("mallory", "a.txt", b"the cat sat.\n")
+    assert not any(elsewhere.iterdir())
+
+
 def test_an_upload_guard_removes_the_folder_when_the_session_state_goes(uploads):
     from model import jobs
 
