@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,6 +236,23 @@ def _info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_p
     )
 
 
+def _named(loaded: LoadedModel, name: str) -> LoadedModel:
+    """A cached model described under the name this caller asked for (`demo/gpt2` and the path of the same
+    folder are one model in memory): the same backend and tokenizer, the name and the reasons that quote it
+    rebuilt. The first caller's name would otherwise stick to whoever asks next."""
+    info = loaded.info
+    if info.name == name:
+        return loaded
+    caps = set(info.capabilities)
+    unavailable = capabilities.unavailable_views(name, info.model_type, info.task, caps)
+    if info.backend == "onnx":
+        from model.backends.onnx_backend import graph_reasons
+
+        unavailable.update(graph_reasons(loaded.backend, info.task, name, caps))
+    return LoadedModel(info=replace(info, name=name, unavailable=unavailable), backend=loaded.backend,
+                       tokenizer=loaded.tokenizer)
+
+
 def _load_elmo(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
     from model.backends.elmo_backend import load_elmo
 
@@ -378,7 +395,7 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
         with _GLOBAL:
             if key in _CACHE:
                 _CACHE.move_to_end(key)
-        return hit
+        return _named(hit, name)
     # IMPORT_LOCK is the outermost lock (one loader at a time; callers of the same key wait here and then
     # share). It must come first: the app's warm-up holds it across its own load_model call, and a caller
     # holding any other lock while waiting for it could deadlock with that warm-up (it did, with a
@@ -386,7 +403,7 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
     with IMPORT_LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
-            return hit
+            return _named(hit, name)
         t0 = time.perf_counter()
         if kind == "onnx":
             loaded = _load_onnx(path, name)

@@ -327,8 +327,14 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
     hidden = probe.get("hidden") or int((meta or {}).get("hidden_size") or cfg.get("hidden_size") or cfg.get("n_embd") or 0)
     size = path.stat().st_size + (head_path.stat().st_size if head is not None else 0)
     info = _info(name, path, "onnx", model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings)
-    info = replace(info, unavailable={**info.unavailable, **{k: v for k, v in reasons.items() if k not in caps}})
+    info = replace(info, unavailable={**info.unavailable, **graph_reasons(backend, task, name, caps)})
     return LoadedModel(info=info, backend=backend, tokenizer=tok)
+
+
+def graph_reasons(backend: OnnxBackend, task: str, name: str, caps) -> dict[str, str]:
+    """Why views outside `caps` are unavailable, as the graph's layout tells (beyond the task's own)."""
+    _, reasons = _capabilities(backend, backend.layout, task, name)
+    return {k: v for k, v in reasons.items() if k not in caps}
 
 
 def _read_metadata(meta_path: Path) -> dict[str, Any] | None:

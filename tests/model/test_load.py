@@ -90,6 +90,19 @@ def test_missing_tokenizer(tiny_models, tmp_path):
         load_model(d)
 
 
+def test_one_model_under_each_name_it_is_asked_by(tiny_models):
+    """A listed name and the folder's path are one model in memory, each described by the name asked for."""
+    from model.registry import ASSETS_MODELS
+
+    by_name = load_model("demo/gpt2")
+    by_path = load_model(ASSETS_MODELS / "gpt2")
+    assert by_path.backend is by_name.backend and by_path.tokenizer is by_name.tokenizer  # loaded once
+    assert (by_name.name, by_path.name) == ("demo/gpt2", "gpt2")
+    assert by_name.info.unavailable["mlm"].startswith("masked-token predictions: demo/gpt2 (")
+    assert by_path.info.unavailable["mlm"].startswith("masked-token predictions: gpt2 (")
+    assert load_model("demo/gpt2") is by_name  # the name it was loaded by: the cached object itself
+
+
 def test_failed_load_does_not_poison_the_cache(tiny_models, tmp_path):
     d = _copy(tiny_models["gpt2"], tmp_path / "m")
     good = (d / "model.safetensors").read_bytes()

@@ -478,6 +478,10 @@ def test_exports_under_the_runs_dir_are_listed_and_load_by_name(exported, tmp_pa
     assert not any(x.path.endswith(".head.onnx") for x in list_models())
     assert main(["generate", e.name, "the dogs", "--max-new-tokens", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["tokens"]) == 3
+    by_name, by_path = load_model(e.name), load_model(dest / "model.onnx")
+    assert by_name.backend is by_path.backend and (by_name.name, by_path.name) == (e.name, "model.onnx")
+    assert all(e.name in why for why in by_name.info.unavailable.values())
+    assert all("model.onnx" in why and e.name not in why for why in by_path.info.unavailable.values())
 
 
 def test_layout_inference_from_output_names():

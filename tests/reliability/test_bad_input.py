@@ -140,10 +140,10 @@ CASES: list[Case] = [
          app={"page": "attention", "params": {"model": "demo/nope", "text": "hi"}}, app_needle="Cannot load 'demo/nope'"),
     Case("generate-with-a-masked-lm", ["generate", "@bert-mlm", "hi"], "error", "cannot generate",
          app={"page": "generation", "params": {"model": "demo/bert-mlm", "text": "hi"}}, app_expect="warning",
-         app_needle="next-token predictions and generation: bert-mlm (masked-lm model) has no head"),
+         app_needle="next-token predictions and generation: demo/bert-mlm (masked-lm model) has no head"),
     Case("fill-mask-with-a-causal-lm", ["fill-mask", "@gpt2", "the [MASK]"], "error", "cannot fill masks",
          app={"page": "masked_lm", "params": {"model": "demo/gpt2", "text": "the [MASK]"}}, app_expect="warning",
-         app_needle="masked-token predictions: gpt2 (causal-lm model) has no head"),
+         app_needle="masked-token predictions: demo/gpt2 (causal-lm model) has no head"),
     # ---- paths that leave the allowed roots (the command line may read any path it is given) --------------
     Case("path-escapes-via-dotdot", ["inspect", "@demo/../outside/gpt2", "hi"], "ok",
          app={"page": "attention", "params": {"model": "@demo/../outside/gpt2", "text": "hi"}}, app_expect="error",
