@@ -25,7 +25,7 @@ REPEAT = 3
 STRATEGIES = (("greedy", {}), ("beam 3", {"strategy": "beam", "num_beams": 3}))
 
 
-class _Recompute:
+class Recompute:
     """The same loaded model with its decoder off: generate() recomputes the prefix at every step."""
 
     def __init__(self, loaded):
@@ -63,7 +63,7 @@ def bench_model(loaded, label: str, tokens: int) -> list[Figure]:
     for name, kw in STRATEGIES:
         _seconds(loaded, 3, kw)  # warm-up: first-call allocations, the ONNX decoder session
         cached, a = _seconds(loaded, tokens, kw)
-        plain, b = _seconds(_Recompute(loaded), tokens, kw)
+        plain, b = _seconds(Recompute(loaded), tokens, kw)
         same = a == b
         figs.append(Figure(f"generate {tokens} tok {name}, {label}", cached, plain, "s", "same tokens, faster",
                            same and cached < plain, f"baseline: recomputing the prefix each step; "

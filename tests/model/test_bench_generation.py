@@ -1,6 +1,6 @@
 """bench.generation measures what it says: each decoder against the same model recomputing the prefix, with
 the same tokens (timings are the benchmark's business, not the test's)."""
-from bench.generation import _Recompute, bench_model
+from bench.generation import Recompute, bench_model
 from model.load import load_model
 
 
@@ -14,7 +14,7 @@ def test_each_strategy_gives_one_figure_with_the_same_tokens(tiny_models):
 def test_the_baseline_really_recomputes_and_a_model_without_a_decoder_is_reported(tiny_models):
     m = load_model(tiny_models["gpt2"])
     assert m.backend.decoder(m.tokenizer("the dogs", return_tensors="pt")["input_ids"]) is not None
-    plain = _Recompute(m)
+    plain = Recompute(m)
     assert plain.backend.decoder(None) is None and plain.backend.vocab_size == m.backend.vocab_size
     [fig] = bench_model(plain, "no decoder", 5)
     assert not fig.passed and fig.note == "no decoder"

@@ -11,30 +11,13 @@ import threading
 import pytest
 import torch
 
+from bench.generation import Recompute  # the same model with its decoder off: generate() recomputes the prefix
 from model.backends.base import Backend
 from model.export_onnx import export_onnx
 from model.generate import generate
 from model.load import load_model
 
 ATOL = 1e-4
-
-
-class NoCache:
-    """The same backend with the cache switched off: generate() recomputes the prefix every step."""
-
-    def __init__(self, backend):
-        self._b = backend
-
-    def decoder(self, input_ids):
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._b, name)
-
-
-class Loaded:
-    def __init__(self, loaded, backend):
-        self.backend, self.tokenizer, self.info = backend, loaded.tokenizer, loaded.info
 
 
 @pytest.fixture(scope="module", params=["demo", "tiny", "demo-onnx", "tiny-onnx", "demo-elmo"])
@@ -131,7 +114,7 @@ def spy(monkeypatch):
 def test_generate_equals_recompute(gpt2, prompt, kw, spy):
     cached = generate(gpt2, prompt, **kw)
     assert spy == []  # the cached path never recomputed the prefix
-    plain = generate(Loaded(gpt2, NoCache(gpt2.backend)), prompt, **kw)
+    plain = generate(Recompute(gpt2), prompt, **kw)
     assert spy  # and the recompute path did
     assert cached.tokens == plain.tokens and cached.text == plain.text
     if kw["strategy"] == "beam":
@@ -152,7 +135,7 @@ def test_long_prompt_stays_within_positions(gpt2):
     for kw in (dict(strategy="greedy"), dict(strategy="beam", num_beams=3)):
         r = generate(gpt2, prompt, max_new_tokens=20, **kw)
         assert r.settings["max_new_tokens"] == limit - n
-        assert r.tokens == generate(Loaded(gpt2, NoCache(gpt2.backend)), prompt, max_new_tokens=20, **kw).tokens
+        assert r.tokens == generate(Recompute(gpt2), prompt, max_new_tokens=20, **kw).tokens
 
 
 def _inspect(be, ids):
