@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast browser-deps demo-models bench loadtest screenshots clean
+.PHONY: setup lint run test test-fast browser-deps demo-models bench loadtest screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ setup: $(STAMP)
 # Debian's chromium for the browser tests (never `playwright install`).
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Style and layers: ruff, and import-linter's contracts in pyproject.toml (front ends -> model -> kernels).
+lint: setup
+	$(VENV)/bin/ruff check app model kernels bench tests
+	$(VENV)/bin/lint-imports
 
 run: setup
 	$(VENV)/bin/lmscope app

@@ -99,7 +99,7 @@ def _hello_argv(script: Path, port: int) -> list[str]:
 
 
 def _lmscope_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
 
 
 @contextmanager

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path = work / "server.log"
         log = open(log_path, "wb")
         lmscope = Path(sys.executable).with_name("lmscope")
-        cmd = [str(lmscope)] if lmscope.exists() else [sys.executable, "-m", "model.cli"]
+        cmd = [str(lmscope)] if lmscope.exists() else [sys.executable, "-m", "app.cli"]
         t0 = time.time()
         server = subprocess.Popen([*cmd, "app", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
                                   stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)

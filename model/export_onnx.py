@@ -44,7 +44,6 @@ measured too and must stay under FP16_DRIFT (else the export is refused).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -720,31 +719,3 @@ def _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head
                    "inputs": f"{n_batches} batches: 1 row, and 3 right-padded rows"},
         "config": mc.to_dict(),
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI glue: `lmscope export-onnx MODEL --out FILE.onnx [--opset N] [--fp16]`.
-
-
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a model directory or a name from `lmscope models`")
-    p.add_argument("--out", required=True, help="the .onnx file to write (tokenizer and metadata go beside it)")
-    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default 17)")
-    p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the file; computes in float32)")
-    p.add_argument("--no-decoder", dest="decoder", action="store_false",
-                   help="GPT-2: skip FILE.decoder.onnx, the key/value-cache generation graph (a second copy of the weights)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run_export(args: argparse.Namespace) -> int:
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()  # no weight-loading progress bars on the terminal
-    transformers.utils.logging.disable_progress_bar()
-    report = export_onnx(args.model, Path(args.out), opset=args.opset, fp16=args.fp16,
-                         decoder=getattr(args, "decoder", True))
-    if getattr(args, "json", False):
-        print(json.dumps(report.to_json()))
-    else:
-        print("\n".join(report.lines()))
-    return 0

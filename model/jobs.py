@@ -5,7 +5,7 @@ is also the training run's `--out`: when training finishes, the model files land
 lists it as `runs/<job_id>` beside the demo models. The queue's own bookkeeping is `job.json` (who owns the
 job, its request, state, pid) and `train.log` (the process's stdout and stderr) in the same directory.
 
-Jobs run as separate processes (`python -m model.cli train ...`, i.e. `lmscope train`) started with
+Jobs run as separate processes (`python -m app.cli train ...`, i.e. `lmscope train`) started with
 `start_new_session=True`; at most `max_running` at once (env LMSCOPE_MAX_TRAINING_JOBS, default 1), the rest
 wait in order of submission with their place shown. There is no scheduler thread: every call that reads
 the queue (`jobs`, `status`, `submit`, ...) first reaps finished processes and starts waiting jobs, under
@@ -412,7 +412,7 @@ def _proc_start(pid: int) -> str | None:
 
 
 def _default_command(request: TrainRequest, out: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "model.cli", "train", *request.argv(out, resume)]
+    return [sys.executable, "-m", "app.cli", "train", *request.argv(out, resume)]
 
 
 # ---------------------------------------------------------------------------------------------------

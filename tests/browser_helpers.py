@@ -31,7 +31,7 @@ from app.launch import serving  # noqa: E402  (one server starter for tests and 
 @contextmanager
 def lmscope_app(env: dict[str, str], log: Path | None = None):
     """Start `lmscope app` on a free port with `env` added; yields its base URL; stops its PID."""
-    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
+    argv = lambda port: [sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
     with serving(argv, env, cwd=ROOT, log=log, timeout=60) as (url, _):
         yield url
 

@@ -1,6 +1,6 @@
 """Real-browser fixtures shared by the browser tests (Debian chromium + playwright, fully offline).
 
-The app is started the way the README says, `python -m model.cli app --host 127.0.0.1 --port P` (what the
+The app is started the way the README says, `python -m app.cli app --host 127.0.0.1 --port P` (what the
 `lmscope app` console script runs): it execs Streamlit, so the PID held here is Streamlit's own and is the
 one stopped. Every request the page makes that is not to 127.0.0.1 is aborted and recorded; each test ends
 by asserting there were none and that no Streamlit exception box is on the page.

@@ -1,5 +1,5 @@
 """Every page of the app in a real browser (Debian chromium + playwright), started the way the README says
-(`python -m model.cli app`, i.e. `lmscope app`), fully offline: every request not to 127.0.0.1 is aborted
+(`python -m app.cli app`, i.e. `lmscope app`), fully offline: every request not to 127.0.0.1 is aborted
 and each test asserts none was attempted and no exception box is shown (fixtures in conftest.py).
 
 The pages run on the shipped demo models (assets/models: demo/bert, demo/gpt2, demo/roberta, demo/albert,

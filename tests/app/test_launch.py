@@ -149,7 +149,7 @@ def test_sessions_arriving_during_the_warm_up_get_their_pages(tiny_models, tmp_p
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LMSCOPE_DEMO_MODELS=str(demo),
                LMSCOPE_RUNS=str(tmp_path / "runs"))
     with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_healthy(f"http://127.0.0.1:{port}", server, timeout=120, poll=0.02)

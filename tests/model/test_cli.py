@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from model.cli import main
+from app.cli import main
 
 
 def run(capsys, *argv):
@@ -84,7 +84,7 @@ def test_user_errors_exit_2_with_one_line(capsys, tiny_models, needle, argv):
 
 
 def test_console_script_runs_as_a_process(tiny_models):
-    exe = [sys.executable, "-m", "model.cli"]
+    exe = [sys.executable, "-m", "app.cli"]
     p = subprocess.run(exe + ["inspect", str(tiny_models["bert-mlm"]), "the [MASK] dog", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

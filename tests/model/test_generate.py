@@ -15,7 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import model.generate as gen_mod
 from kernels import sampling
 from model.backends.base import Backend, ForwardOutput
-from model.cli import main
+from app.cli import main
 from model.generate import SamplingConfig, generate, next_token_distribution
 from model.load import load_model
 

@@ -87,7 +87,7 @@ def test_queue_order_places_and_sessions(tmp_path, fake, monkeypatch):
     assert q.jobs("carol") == []
     # one at a time, in submission order
     for jid in (a1, a2, b1):
-        job = wait_for(q, jid, ("finished",))
+        wait_for(q, jid, ("finished",))
         others = [q.status(j) for j in (a1, a2, b1) if j != jid]
         assert sum(o.state == "running" for o in others) <= 1
     done = q.status(a1)
@@ -213,7 +213,7 @@ def test_character_input_reaches_the_trainer_command(tmp_path):
     argv = TrainRequest(arch="elmo", steps=5, char_cnn=True).argv(tmp_path / "out")
     assert argv[0] == "elmo" and "--char-cnn" in argv
     assert "--char-cnn" not in TrainRequest(arch="elmo", steps=5).argv(tmp_path / "out")
-    from model.train.run import add_train_arguments, config_from_args
+    from app.cli import add_train_arguments, config_from_args
     import argparse
 
     p = argparse.ArgumentParser()

@@ -148,7 +148,7 @@ def test_export_of_a_loaded_model_leaves_the_shared_model_untouched(tiny_models,
 
 
 def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
-    from model.export_onnx import add_export_arguments, run_export
+    from app.cli import add_export_arguments, cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)
@@ -370,7 +370,7 @@ def test_decoder_graph_alone_is_refused_and_a_missing_decoder_degrades(exported,
 
 
 def test_export_without_the_decoder_graph(tiny_models, tmp_path, capsys):
-    from model.export_onnx import add_export_arguments, run_export
+    from app.cli import add_export_arguments, cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)
@@ -456,7 +456,7 @@ def test_foreign_logits_only_graph_inspects_and_answers_the_cli(tiny_models, tmp
     text = "the dogs run" if arch == "gpt2" else "the dogs [MASK] run"
     r = inspect(load_onnx(path, "foreign"), text)
     assert r.num_layers == 0 and r.hidden_norms.shape == (0, len(r.tokens)) and not r.has_attention
-    from model.cli import main
+    from app.cli import main
 
     assert main(["inspect", str(path), text, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -466,7 +466,7 @@ def test_foreign_logits_only_graph_inspects_and_answers_the_cli(tiny_models, tmp
 
 
 def test_exports_under_the_runs_dir_are_listed_and_load_by_name(exported, tmp_path, monkeypatch, capsys):
-    from model.cli import main
+    from app.cli import main
     from model.registry import find, list_models
 
     runs = tmp_path / "runs"

@@ -27,7 +27,7 @@ def corpus_file(tmp_path_factory):
 def _torchrun(args, env):
     # --standalone: a local rendezvous on a free port; own session, so a hang can be killed as a group
     p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "model.train.run", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "-m", "app.cli", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
         stdout, stderr = p.communicate(timeout=120)

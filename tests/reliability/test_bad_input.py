@@ -1,7 +1,7 @@
 """Bad input, table-driven: one table of cases, each run through the command line and, where the case
 applies to the app, through the app (Streamlit's AppTest, the real pages behind app/main.py).
 
-Command line (in-process `model.cli.main`, stderr captured): an error case exits 2 with exactly one line,
+Command line (in-process `app.cli.main`, stderr captured): an error case exits 2 with exactly one line,
 starting `error: ` and containing the case's fragment, and no traceback; a warning case exits 0 with a
 `warning: ` line containing it; an ok case exits 0 with no error (odd text must still tokenize, its spans
 inside the input). App: an error/warning case shows an st.error/st.warning containing the fragment; a
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from model.cli import main
+from app.cli import main
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 LONG = "word " * 20_000  # 100,000 characters

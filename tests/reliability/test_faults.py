@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from model.cli import main
+from app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ["gpt2", "--preset", "tiny", "--vocab-size", "300", "--eval-every", "1000", "--threads", "1", "--seed", "3",
@@ -84,7 +84,7 @@ def test_sigkill_at_random_instants_then_resume(corpus, tmp_path, capsys):
     for trial in range(3):
         out = tmp_path / f"killed-{trial}"
         delay = rng.uniform(0.0, 1.5)
-        child = subprocess.Popen([sys.executable, "-m", "model.cli", "train", *args, "--out", str(out)], env=env,
+        child = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args, "--out", str(out)], env=env,
                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.time() + 120
@@ -204,7 +204,7 @@ def test_disk_full_keeps_the_previous_checkpoint(corpus, disk, monkeypatch, caps
             "--checkpoint-every", str(every), "--out", str(out)]
     code, err = _train(args, capsys)
     lines = [ln for ln in err.splitlines() if ln.startswith("error")]
-    assert code == 2 and len(lines) == 1 and "the disk is full" in lines[0] and "No space left on device" in lines[0], err[-2000:]
+    assert code == 2 and len(lines) == 1 and "the disk is full" in lines[0] and "No space left on device" in lines[0], repr(err[-2000:])
     assert "Traceback" not in err
     assert saved, "the disk was never filled"
     assert RunDir(out).latest_checkpoint() == saved["path"]

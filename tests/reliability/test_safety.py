@@ -45,7 +45,7 @@ class _EvilPickle:
 
 
 def test_pickle_checkpoints_are_refused_without_unpickling(world_env, capsys):
-    from model.cli import main
+    from app.cli import main
     from model.load import ModelLoadError, load_model
     from model.registry import find
 
@@ -72,7 +72,7 @@ def test_a_pickle_beside_safetensors_is_never_opened(world_env, tiny_models, tmp
 
 def test_an_evil_trainer_state_is_refused_on_resume(world_env, tmp_path, capsys):
     """trainer_state.pt is read with torch.load(weights_only=True): a pickle that would run code is refused."""
-    from model.cli import main
+    from app.cli import main
 
     ck = tmp_path / "run" / "checkpoints" / "step-0000010"
     ck.mkdir(parents=True)
@@ -87,7 +87,7 @@ def test_an_evil_trainer_state_is_refused_on_resume(world_env, tmp_path, capsys)
 def test_remote_code_in_a_config_is_never_run(world_env, capsys):
     """A config with `auto_map` (what `trust_remote_code=True` would import and run) loads as the plain
     architecture it names, or not at all: its code never runs."""
-    from model.cli import main
+    from app.cli import main
     from model.load import load_model
 
     m = load_model(world_env.path("remote"))

@@ -197,7 +197,7 @@ def cmd_app(args):
 def cmd_train(args):
     from model.train.run import run_train
 
-    return run_train(args)
+    return run_train(config_from_args(args), quiet=args.quiet)
 
 
 def cmd_bench(args):
@@ -210,6 +210,84 @@ def cmd_demo_models(args):
     from model.train.demo import build_demo_models
 
     build_demo_models(args.out, only=args.only, scale=args.scale)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Arguments of the commands that import torch to declare them (declared only when that command runs).
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """`lmscope train` (and `torchrun ... -m app.cli train`): imports torch to list the architectures and presets."""
+    from model.train.config import ARCHS
+    from model.train.presets import PRESETS
+
+    p.add_argument("arch", choices=ARCHS)
+    p.add_argument("--corpus", default="toyworld", help="a .txt/.jsonl file, or toyworld / pydoc (built in)")
+    p.add_argument("--out", required=True, help="output directory (runs/NAME makes it appear in `lmscope models`)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    for name, typ in (("steps", int), ("batch-size", int), ("seq-len", int), ("lr", float), ("warmup", int),
+                      ("layers", int), ("heads", int), ("hidden", int), ("vocab-size", int)):
+        p.add_argument(f"--{name}", type=typ, default=None, help="default: the preset's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--keep-last", type=int, default=5)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--mlm-probability", type=float, default=None, help="masked-LM selection rate (default: the preset's, 0.3)")
+    p.add_argument("--dropout", type=float, default=None, help="default: the preset's")
+    p.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    p.add_argument("--char-cnn", action="store_true", help="ELMo: token vectors from their characters (char-CNN)")
+    p.add_argument("--static-masking", dest="dynamic_masking", action="store_const", const=False, default=None)
+    p.add_argument("--dynamic-masking", dest="dynamic_masking", action="store_const", const=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--bf16", dest="bf16", action="store_const", const=True, default=None,
+                   help="bfloat16 autocast for matmuls (default: on when hidden >= 128 and a short matmul measurement finds bf16 faster on this CPU)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_const", const=False, help="train in float32 throughout")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--quiet", action="store_true")
+
+
+
+
+def config_from_args(a: argparse.Namespace):
+    from model.train.config import TrainConfig
+
+    return TrainConfig(
+        arch=a.arch, out_dir=a.out, corpus=a.corpus, preset=a.preset, steps=a.steps, batch_size=a.batch_size,
+        seq_len=a.seq_len, lr=a.lr, warmup=a.warmup, layers=a.layers, heads=a.heads, hidden=a.hidden,
+        vocab_size=a.vocab_size, seed=a.seed, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
+        eval_every=a.eval_every, mlm_probability=a.mlm_probability, dropout=a.dropout, whole_word=a.whole_word, char_cnn=a.char_cnn,
+        dynamic_masking=a.dynamic_masking, threads=a.threads, bf16=a.bf16, resume=a.resume,
+    )
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from model.export_onnx import OPSETS
+
+    p.add_argument("model", help="a model directory or a name from `lmscope models`")
+    p.add_argument("--out", required=True, help="the .onnx file to write (tokenizer and metadata go beside it)")
+    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default 17)")
+    p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the file; computes in float32)")
+    p.add_argument("--no-decoder", dest="decoder", action="store_false",
+                   help="GPT-2: skip FILE.decoder.onnx, the key/value-cache generation graph (a second copy of the weights)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import transformers
+
+    from model.export_onnx import export_onnx
+
+    transformers.utils.logging.set_verbosity_error()  # no weight-loading progress bars on the terminal
+    transformers.utils.logging.disable_progress_bar()
+    report = export_onnx(args.model, Path(args.out), opset=args.opset, fp16=args.fp16,
+                         decoder=getattr(args, "decoder", True))
+    if getattr(args, "json", False):
+        print(json.dumps(report.to_json()))
+    else:
+        print("\n".join(report.lines()))
     return 0
 
 
@@ -288,8 +366,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     try:
         if command != "train":
             raise ImportError("not needed for this command")
-        from model.train.run import add_train_arguments
-
         add_train_arguments(sp)
     except ImportError:  # training engine not installed in this build
         pass
@@ -297,10 +373,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("export-onnx", help="export a model to ONNX with its attention maps, checked against torch")
     if command == "export-onnx":
-        from model.export_onnx import add_export_arguments, run_export
-
         add_export_arguments(sp)
-        sp.set_defaults(func=run_export)
+        sp.set_defaults(func=cmd_export_onnx)
 
     sp = sub.add_parser("bench", help="run the benchmarks against baselines measured in the same run")
     sp.add_argument("--full", action="store_true", help="the long version")
@@ -342,4 +416,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker (`torchrun ... -m app.cli train ...`)
+        from model.train.run import exit_worker
+
+        exit_worker(code)
+    sys.exit(code)
