@@ -35,7 +35,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -132,65 +131,21 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120) -> No
 
 
 def _rss(pid: int | None) -> int | None:
-    """Resident bytes of a process (psutil if installed, else /proc)."""
-    if not pid:
-        return None
-    try:
-        import psutil
+    """Resident bytes of a process, None when it is gone."""
+    import psutil
 
-        return psutil.Process(pid).memory_info().rss
-    except ImportError:
-        pass
-    except Exception:
-        return None
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        return psutil.Process(pid).memory_info().rss if pid else None
+    except psutil.Error:
         return None
-    return None
 
 
 def _connections(pid: int) -> list[tuple[str, str]]:
-    """(local, remote) of every TCP connection of a process (psutil if installed, else /proc/net/tcp*)."""
-    try:
-        import psutil
+    """(local, remote) of every TCP connection of a process."""
+    import psutil
 
-        return [(f"{c.laddr.ip}:{c.laddr.port}", f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "")
-                for c in psutil.Process(pid).net_connections(kind="inet")]
-    except ImportError:
-        pass
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = []
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if f[9] in inodes:
-                out.append((_hexaddr(f[1]), _hexaddr(f[2])))
-    return out
-
-
-def _hexaddr(s: str) -> str:
-    ip, port = s.split(":")
-    if len(ip) == 8:
-        addr = ".".join(str(int(ip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-    else:
-        words = [ip[i:i + 8] for i in range(0, 32, 8)]
-        raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
-        addr = socket.inet_ntop(socket.AF_INET6, raw)
-    return f"{addr}:{int(port, 16)}"
+    return [(f"{c.laddr.ip}:{c.laddr.port}", f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "")
+            for c in psutil.Process(pid).net_connections(kind="inet")]
 
 
 def _local(addr: str) -> bool:
