@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from model.registry import PROJECT_ROOT, runs_dir
+from model.train.layout import complete_checkpoints
 
 ARCHS = ("bert", "roberta", "albert", "gpt2", "elmo")  # what `lmscope train` accepts
 PRESETS = ("tiny", "small")
@@ -388,27 +389,21 @@ def read_events(out_dir: str | Path) -> list[dict]:
 
 def checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run as (step, directory), oldest first."""
-    ck = Path(out_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    found = []
-    for p in ck.iterdir():
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and p.is_dir() and (p / "trainer_state.pt").is_file() and (p / "config.json").is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    return complete_checkpoints(out_dir)
 
 
 def _proc_start(pid: int) -> str | None:
-    """Start time of a live, non-zombie process (field 22 of /proc/PID/stat), else None."""
+    """Start time of a live, non-zombie process, else None: with the pid it names one process for good
+    (a pid alone may be reused by another process after the job's has ended)."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        p = psutil.Process(pid)
+        if p.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return None
+        return repr(p.create_time())
+    except psutil.Error:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()  # the command name may contain spaces
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
 
 
 def _default_command(request: TrainRequest, out: Path, resume: bool) -> list[str]:

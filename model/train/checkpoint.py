@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-TMP_PREFIX = ".tmp"
-STATE_FILE = "trainer_state.pt"
+from model.train.layout import CHECKPOINTS, STATE_FILE, TMP_PREFIX, complete_checkpoints
 
 
 class RunDir:
@@ -31,7 +30,7 @@ class RunDir:
 
     def __init__(self, out: Path, rank: int = 0):
         self.out, self.rank = Path(out), rank
-        self.ckpt = self.out / "checkpoints"
+        self.ckpt = self.out / CHECKPOINTS
         self.events = self.out / "events.jsonl"
         self._events_fh = None
 
@@ -39,11 +38,8 @@ class RunDir:
         return bool(self.checkpoints()) or (self.out / "model.safetensors").exists()
 
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
-        if not self.ckpt.is_dir():
-            return []
-        return sorted(p for p in self.ckpt.iterdir()
-                      if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file())
+        """Complete checkpoints, oldest first (model.train.layout says what complete means)."""
+        return [p for _, p in complete_checkpoints(self.out)]
 
     def latest_checkpoint(self) -> Path | None:
         ck = self.checkpoints()
