@@ -101,7 +101,7 @@ def bench_arch(arch: str, preset: str, steps: int, warmup: int = 3, **overrides)
     import torch
 
     from model.train.config import TrainConfig
-    from model.train.dataset import batch_for_step, prepare
+    from model.train.prepare import batch_for_step, prepare
     from model.train.trainer import train
 
     cfg = TrainConfig(arch=arch, out_dir="unused", corpus="pydoc", preset=preset, steps=steps, **overrides).resolved()

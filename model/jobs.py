@@ -226,7 +226,7 @@ def save_upload(session_id: str, filename: str, data: bytes) -> Path:
     next upload); refuses files over the size limit, of another kind, or that the trainer could not read
     (binary, not UTF-8, bad JSON lines: said at once rather than by a failed job). The file name is never
     used as a path: only its suffix is kept."""
-    from model.train.corpus import CorpusError, _decode, parse_jsonl, parse_txt
+    from model.train.corpus import CorpusError, decode_text, parse_jsonl, parse_txt
 
     suffix = Path(filename or "").suffix.lower()
     if suffix not in CORPUS_SUFFIXES:
@@ -242,7 +242,7 @@ def save_upload(session_id: str, filename: str, data: bytes) -> Path:
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return path  # the page calls this on every rerun while the file sits in the uploader
     try:
-        text = _decode(data, Path(filename))  # messages name the file as the user knows it
+        text = decode_text(data, Path(filename))  # messages name the file as the user knows it
         docs = parse_jsonl(text, Path(filename)) if suffix == ".jsonl" else parse_txt(text)
     except CorpusError as e:
         raise JobError(str(e)) from None

@@ -12,7 +12,7 @@ import streamlit as st
 
 from app import common, figures, state
 from model.inspect import InputError, encode
-from model.pretraining_demo import corrupt, mask_positions
+from model.corruption import corrupt, mask_positions
 
 PAIR_LABELS = {"nsp": "P(sentence B follows sentence A)", "sop": "P(A and B are in their original order)"}
 

@@ -81,7 +81,7 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in out if s is not None]
 
 
-def _decode(raw: bytes, path: Path) -> str:
+def decode_text(raw: bytes, path: Path) -> str:
     if b"\x00" in raw:
         raise CorpusError(f"{path} looks like a binary file (it contains NUL bytes), not UTF-8 text")
     try:
@@ -147,7 +147,7 @@ def read_corpus(path: str | Path, max_bytes: int = MAX_BYTES) -> Corpus:
         raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
     if not raw:
         raise CorpusError(f"{path} is empty")
-    text = _decode(raw, path)
+    text = decode_text(raw, path)
     if not text.strip():
         raise CorpusError(f"{path} contains only whitespace")
     docs = parse_jsonl(text, path) if path.suffix.lower() == ".jsonl" else parse_txt(text)

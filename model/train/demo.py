@@ -99,7 +99,7 @@ def evaluate_causal(model_dir: Path, n_probes: int = 1000, seq_len: int = 64) ->
     p(correct verb | context + prefix) > p(wrong verb | context + prefix)."""
     from model.load import load_model
     from model.train.corpus import builtin_corpus
-    from model.train.data import packed_blocks, tokenize_documents
+    from model.train.examples import packed_blocks, tokenize_documents
     from model.train.toyworld import agreement_probes
 
     m = load_model(model_dir)

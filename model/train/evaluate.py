@@ -17,7 +17,7 @@ import math
 import torch
 
 from model.train.config import TrainConfig
-from model.train.dataset import Prepared, heldout_batches
+from model.train.prepare import Prepared, heldout_batches
 
 PLATEAU_MARGIN = 0.05  # within 5% of the unigram loss counts as "still on the plateau"
 

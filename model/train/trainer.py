@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from model.train.checkpoint import RunDir, load_weights, read_state, write_checkpoint, write_final
 from model.train.config import ARCHS, MLM_ARCHS, TrainConfig, TrainingError
-from model.train.dataset import Prepared, batch_for_step, prepare
+from model.train.prepare import Prepared, batch_for_step, prepare
 from model.train.evaluate import evaluate
 from model.train.models import Objective, build_model
 from model.train.presets import PRESETS

@@ -1,4 +1,4 @@
-"""app/figures.py, app/widgets/bertviz_view.py and model/pretraining_demo.py on real Inspections of tiny
+"""app/figures.py, app/widgets/bertviz_view.py and model/corruption.py on real Inspections of tiny
 random models: shapes, labels, escaping, and agreement with reference computations (numpy loops,
 kernels.masking, bertviz's own Python)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from app import figures
 from app.widgets import bertviz_view
 from model.inspect import InputError, encode, inspect
 from model.load import load_model
-from model.pretraining_demo import corrupt, mask_positions
+from model.corruption import corrupt, mask_positions
 from model.results import Token
 
 TEXT = "the dogs near the cat run quickly."

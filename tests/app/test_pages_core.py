@@ -185,7 +185,7 @@ def test_masked_lm_picking_words_masks_them():
 def test_masked_lm_pair_probability_and_reseeding(tiny_models):
     from app import figures
     from model.load import load_model
-    from model.pretraining_demo import corrupt
+    from model.corruption import corrupt
 
     text = "the dogs [MASK] near the cat."
     at = ok(app("masked_lm", model="demo/bert-pretraining", text=text, pair="the cat sleeps."))

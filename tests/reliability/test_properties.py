@@ -101,7 +101,7 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sam
 @given(text=TEXT, p=st.floats(0.0, 1.0), seed=st.integers(0, 10_000), whole_word=st.booleans())
 def test_corruption_never_selects_a_special_token(tiny_models, arch, text, p, seed, whole_word):
     from model.load import load_model
-    from model.pretraining_demo import corrupt
+    from model.corruption import corrupt
 
     assume(text.strip())
     m = load_model(tiny_models[arch])
@@ -122,7 +122,7 @@ def test_corruption_never_selects_a_special_token(tiny_models, arch, text, p, se
 def test_picked_masks_never_land_on_special_tokens(tiny_models, arch, text, picks, whole_word):
     from model.inspect import encode
     from model.load import load_model
-    from model.pretraining_demo import mask_positions
+    from model.corruption import mask_positions
 
     assume(text.strip())
     m = load_model(tiny_models[arch])
@@ -140,7 +140,7 @@ def test_picked_masks_never_land_on_special_tokens(tiny_models, arch, text, pick
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     from model.train.config import TrainConfig
-    from model.train.dataset import prepare
+    from model.train.prepare import prepare
     from model.train.toyworld import generate_corpus
 
     corpus = tmp_path_factory.mktemp("prop-corpus") / "toy.txt"
@@ -157,7 +157,7 @@ def prepared(tmp_path_factory):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(step=st.integers(0, 10_000))
 def test_training_batches_never_mask_or_insert_special_tokens(prepared, arch, step):
-    from model.train.dataset import batch_for_step
+    from model.train.prepare import batch_for_step
 
     cfg, prep = prepared[arch]
     batch = batch_for_step(prep, cfg, step)

@@ -253,7 +253,7 @@ def inspections(tiny_models):
 def test_every_html_snippet_escapes_user_text(inspections, tiny_models):
     from app import figures, figures_gen as F
     from model.load import load_model
-    from model.pretraining_demo import CorruptionRow, corrupt
+    from model.corruption import CorruptionRow, corrupt
 
     mlm, causal = inspections
     row, col = figures.attends(causal, 0, 0, 1)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from model.train import data as D
+from model.train import examples as D
 from model.train.config import TrainConfig
-from model.train.dataset import batch_for_step, prepare
+from model.train.prepare import batch_for_step, prepare
 from model.train.models import Objective, build_model
 from model.train.trainer import lr_factor
 from model.train.toyworld import generate_corpus

@@ -1,5 +1,5 @@
 """From a corpus to ready tensors: split documents, train the tokenizer, build the examples of the
-architecture's objective (data.py), precompute masks, and measure the trivial baselines a trained
+architecture's objective (examples.py), precompute masks, and measure the trivial baselines a trained
 model must beat.
 
 Everything that can go wrong with a user's corpus goes wrong here, before the trainer writes a file.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.train import data as D
+from model.train import examples as D
 from model.train.config import MLM_ARCHS, TrainConfig
 from model.train.corpus import Corpus, CorpusError, load_corpus
 from model.train.tokenizer import train_tokenizer
@@ -51,7 +51,7 @@ def split_documents(docs: list, share: float, seed: int) -> tuple[list, list]:
 
 
 def build_examples(cfg: TrainConfig, tok, docs: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
-    """The objective's examples from documents of sentences (see data.py for each layout)."""
+    """The objective's examples from documents of sentences (see examples.py for each layout)."""
     ids = D.tokenize_documents(tok, docs, cfg.arch)
     n = cfg.seq_len
     try:
