@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Debian's chromium for the browser tests (never `playwright install`).
+# Debian's chromium for the browser tests (never `playwright install`), at the path the tests and the bench
+# use (a chromium elsewhere on PATH does not count: the tests would skip, or fail under CI=true).
+CHROMIUM := /usr/bin/chromium
 browser-deps:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) is still missing after apt-get install chromium" >&2; exit 1; }
 
 # Style and layers: ruff, and import-linter's contracts in pyproject.toml (front ends -> model -> kernels).
 lint: setup
@@ -41,8 +44,10 @@ test-fast: setup
 demo-models: setup
 	$(VENV)/bin/lmscope demo-models --out assets/models
 
+# Exits non-zero when any figure misses its target (`lmscope bench` returns 1). BENCH_ARGS=--full for the long run.
+BENCH_ARGS ?=
 bench: setup
-	$(VENV)/bin/lmscope bench
+	$(VENV)/bin/lmscope bench $(BENCH_ARGS)
 
 # A screenshot of every page (docs/screenshots/*.png, 1400 wide, from the page top down to the figure shown, 256-colour PNG)
 # taken by the browser tests on the demo models (assets/models).

@@ -15,7 +15,10 @@ c. bytes: websocket frames the browser receives for the attention page on a rand
    (from navigation until the page is fully drawn); baseline: bertviz head_view HTML for the same model
    and text (bench.engine.bench_attention_payload). 256 tokens in short mode (bertviz needs ~20 s and
    ~3 GB there), 512 with --full (~80 s, ~10 GB).
-d. time: navigation -> that heatmap visible; baseline: eager forward + bertviz HTML generation.
+d. time: navigation (new tab) -> that heatmap visible; baseline: eager forward + bertviz HTML generation.
+   No target (INFO).
+e. time: a new text of as many tokens typed into the open page -> its heatmap drawn; target <= 3 s (this
+   was a timed browser test; speed targets live here). Baseline as in d.
 
 Skipped with one printed line when /usr/bin/chromium or playwright is missing.
 """
@@ -31,7 +34,7 @@ import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.engine import Figure, bench_attention_payload, build_bert, text_of
+from bench.engine import BERTVIZ_VIEW, Figure, bench_attention_payload, build_bert, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -181,9 +184,9 @@ def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1,
     b, o = statistics.median(base), statistics.median(ours)
     runs = "" if repeat == 1 else f" (runs: {', '.join(f'{x:.1f}' for x in ours)} s vs {', '.join(f'{x:.1f}' for x in base)} s)"
     return Figure("launch to first page (demo models)", o, b, "s", "<= 6 s", o <= 6.0,
-                  "`lmscope app` start -> Models page describing a model (cold browser cache); baseline: hello-world "
-                  f"Streamlit script, plain `streamlit run`, same flags; median of {repeat}{runs}; {_load()}"
-                  + (f"; {note}" if note else ""))
+                  ours_does="`lmscope app` start -> Models page describing a model (cold browser cache)",
+                  baseline_does="hello-world Streamlit script, plain `streamlit run`, same flags -> its text shown",
+                  note=f"median of {repeat}{runs}; {_load()}" + (f"; {note}" if note else ""))
 
 
 def _demo_bert(demo: Path) -> tuple[str, int, int]:
@@ -261,13 +264,20 @@ def bench_rerun(br: Browser, demo: Path, note: str, tmp: Path, moves: int = 10) 
         raise RuntimeError("the attention page showed an exception")
     ours, base = statistics.median(times) * 1000, statistics.median(base_times) * 1000
     return Figure(f"attention slider rerun ({name}, {n} tok)", ours, base, "ms", "<= 400 ms", ours <= 400,
-                  f"median of {moves} keypresses -> new heatmap drawn (fastest {min(times) * 1000:.0f} ms, baseline's "
-                  f"{min(base_times) * 1000:.0f} ms); baseline: trivial st.slider app; {_load()}"
-                  + (f"; {note}" if note else ""))
+                  ours_does="slider keypress on the attention page -> the new head's heatmap drawn",
+                  baseline_does="the same keypress on a trivial st.slider app -> its new value shown",
+                  note=f"median of {moves} (fastest {min(times) * 1000:.0f} ms, baseline's "
+                  f"{min(base_times) * 1000:.0f} ms); {_load()}" + (f"; {note}" if note else ""))
 
 
-def bench_attention_view(br: Browser, tmp: Path, n_tokens: int, bertviz_views: tuple[str, ...]) -> list[Figure]:
-    """c, d. websocket bytes and time for the attention page on a 12 x 12 x 768 BERT at n_tokens."""
+def other_text_of(n_tokens: int) -> str:
+    """A text of the same n_tokens as text_of(n_tokens) with other words in each place (not cached)."""
+    return " ".join(text_of(n_tokens + 3).split()[3:])
+
+
+def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
+    """c, d, e. websocket bytes and time for the attention page on a 12 x 12 x 768 BERT at n_tokens: opened
+    in a new tab, and a new text typed into the open page."""
     roots = tmp / "models"
     model_dir = build_bert(roots / "bert12x12", positions=max(1024, n_tokens))
     text = text_of(n_tokens)
@@ -297,24 +307,39 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int, bertviz_views: t
         page.wait_for_function(ALL_DRAWN, arg=3, polling=50, timeout=120_000)  # heatmap, overview, head view
         time.sleep(0.3)  # frames already in flight
         ours_bytes = received[0]
+        # e. typed into the open page: a short text first (so the n-row heatmap is gone), then a new
+        # n-token text; measured from the submitting keypress to its heatmap drawn.
+        box = page.get_by_role("textbox", name="Text")
+        box.fill("the quick brown fox")
+        box.press("Control+Enter")
+        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", 6], polling="raf", timeout=120_000)
+        box.fill(other_text_of(n_tokens))
+        t = time.perf_counter()
+        box.press("Control+Enter")
+        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_tokens], polling="raf", timeout=120_000)
+        typed_s = time.perf_counter() - t
         bad = _exception_shown(page)
     ctx.close()
     if bad:
         raise RuntimeError("the attention page showed an exception")
-    size_fig, time_fig = bench_attention_payload(model_dir, n_tokens, bertviz_views)
+    size_fig, time_fig = bench_attention_payload(model_dir, n_tokens, BERTVIZ_VIEW)
     bv_bytes, bv_s = size_fig.baseline * 1e6, time_fig.baseline
-    views = "+".join(bertviz_views)
-    short = "" if n_tokens >= 512 else f"; {n_tokens} tokens in short mode (bertviz at 512 takes ~80 s), 512 with --full"
+    short = "" if n_tokens >= 512 else f"{n_tokens} tokens in short mode (bertviz at 512 takes ~80 s), 512 with --full; "
+    bertviz = f"eager forward with attentions + bertviz {BERTVIZ_VIEW} HTML, same model and text"
     return [
         Figure(f"attention page ws bytes, {n_tokens} tok, 12x12", ours_bytes / 1e6, bv_bytes / 1e6, "MB",
                "<= 1/200 and 4 MB", ours_bytes * 200 <= bv_bytes and ours_bytes <= 4e6,
-               f"websocket frames received, navigation -> page fully drawn; baseline: bertviz {views} HTML{short}"),
-        # No target of its own: the issues set one for the data (bench.engine, <= 1/20 of bertviz) and for
-        # typing a new text into an open page (tests/app/test_browser_pages.py, <= 3 s). A new tab also
-        # pays the page load and plotly's first start in the browser (~1.5 s here).
-        Figure(f"attention page render, {n_tokens} tok, 12x12", ours_s, bv_s, "s", "(reported)", True,
-               "navigation (new tab) -> heatmap drawn (model already loaded, HTTP cache warm); "
-               f"baseline: eager forward + bertviz {views} HTML generation; {_load()}{short}"),
+               ours_does="websocket frames received, navigation -> page fully drawn",
+               baseline_does=f"bertviz {BERTVIZ_VIEW} HTML, same model and text", note=short.rstrip("; ")),
+        # The issues set a target for typing a new text into an open page (<= 3 s, figure e) and for the
+        # data (bench.engine, <= 1/20 of bertviz), none for a new tab, which also pays the page load and
+        # plotly's first start in the browser (~1.5 s here): INFO.
+        Figure(f"attention page, new tab, {n_tokens} tok, 12x12", ours_s, bv_s, "s", "(none)", None,
+               ours_does="navigation (new tab) -> heatmap drawn (model loaded, HTTP cache warm)",
+               baseline_does=bertviz, note=f"{short}{_load()}"),
+        Figure(f"attention page, typed, {n_tokens} tok, 12x12", typed_s, bv_s, "s", "<= 3 s", typed_s <= 3.0,
+               ours_does="a new text typed into the open page -> its heatmap drawn (tokenize, forward, send, draw)",
+               baseline_does=bertviz, note=f"{short}{_load()}"),
     ]
 
 
@@ -335,7 +360,7 @@ def run(full: bool = False, launch_only: bool = False, repeat: int | None = None
                                      verbose=launch_only))
             if not launch_only:
                 figs.append(bench_rerun(br, demo, note, tmp, moves=20 if full else 10))
-                figs += bench_attention_view(br, tmp, 512 if full else 256, ("head_view",))
+                figs += bench_attention_view(br, tmp, 512 if full else 256)
         finally:
             br.close()
         if br.outside:

@@ -19,10 +19,30 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1400, "height": 1000}  # screenshots stay this size (not full-page)
 
 
-def need_browser() -> None:
+def browser_missing() -> str | None:
+    """Why the real-browser tests cannot run here (None: they can)."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian chromium at /usr/bin/chromium (make browser-deps)")
-    pytest.importorskip("playwright")
+        return f"needs Debian chromium at {CHROMIUM} (make browser-deps)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "needs playwright (make setup)"
+    return None
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def need_browser() -> None:
+    """Skip a browser test where chromium or playwright is missing; under CI=true fail instead, loudly: a
+    CI run whose browser tests all skipped would look green while testing none of them."""
+    why = browser_missing()
+    if why is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true but the browser tests cannot run: {why}", pytrace=False)
+    pytest.skip(why)
 
 
 from app.launch import serving  # noqa: E402  (one server starter for tests and bench)

@@ -15,13 +15,14 @@ tall as that (`shoot`). More screenshots show the masked-LM page in lecture mode
 neuron view. The generation test also checks, in the drawn SVG, that no text of the stage chart or of the
 beam tree overlaps other text, bars or markers, in normal and in lecture mode.
 
-The attention test also holds the long-input promise: a 512-token text on a random 12-layer, 12-head model
-is drawn within 3 s of being submitted; its screenshot is then taken on the demo BERT, whose bertviz neuron
+The attention test also draws a 512-token text on a random 12-layer, 12-head model (its time is recorded;
+the 3 s target is bench.browser's, figure e); its screenshot is then taken on the demo BERT, whose bertviz neuron
 view is then opened and hovered (the q . k scores it shows are the model's; at the 1400 px window the expanded
 view, Softmax column included, fits inside its frame). The layer x head overview's title must not overlap its
 column labels, in normal and in lecture mode. The export test checks the export summary wraps inside its box.
 
-    pytest -m browser tests/app/test_browser_pages.py    (skipped without /usr/bin/chromium or playwright)
+    pytest -m browser tests/app/test_browser_pages.py    (skipped without /usr/bin/chromium or playwright;
+                                                          under CI=true they fail instead)
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ PROMPT = "in the garden there is a cat . the cat"
 UNSEEN_WORD = "the sleepy wolves near the lighthouse swim ."  # "lighthouse" is not a toy-world word: split in pieces
 AGREEMENT_HEAD = dict(layer="2", head="0")  # in the demo BERT this head sends "run" to its subject "dogs"
 
-ATTENTION_BUDGET_S = 3.0
+# The speed target (<= 3 s) lives in bench.browser (figure e, measured against bertviz in the same run);
+# here only a margin generous enough that a shared, loaded machine never trips it: it catches a hang.
+ATTENTION_MARGIN_S = 60.0
 LONG_TOKENS = 512
 
 # JS predicates evaluated in the page (polling on animation frames).
@@ -295,11 +298,11 @@ def test_tokenization_page_cuts_new_text_with_several_tokenizers(page, server):
     assert "models=demo%2Fbert%2Cdemo%2Froberta%2Cdemo%2Falbert" in url and "gpt2" not in url
 
 
-def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page, server, long_model, record_property):
+def test_attention_page_draws_512_tokens_and_follows_the_sliders(page, server, long_model, record_property):
     from bench.engine import text_of
 
     # Warm-up: the first visit loads the 12 x 12 model into the server (cached for every session) and the
-    # plotly bundle into the page. Loading the model is not part of the budget measured below.
+    # plotly bundle into the page. Loading the model is not part of the time recorded below.
     open_page(page, server, "attention", model=str(long_model), text="the quick brown fox")
     page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", "Layer 0, head 0:", 6], timeout=120_000)
 
@@ -314,7 +317,7 @@ def test_attention_page_draws_512_tokens_within_3_s_and_follows_the_sliders(page
     elapsed = time.perf_counter() - t0
     record_property("attention_512_tokens_s", round(elapsed, 3))
     print(f"attention page, {LONG_TOKENS} tokens on 12 x 12: drawn {elapsed:.2f} s after submitting")
-    assert elapsed <= ATTENTION_BUDGET_S, f"512-token attention page took {elapsed:.2f} s (budget {ATTENTION_BUDGET_S} s)"
+    assert elapsed <= ATTENTION_MARGIN_S, f"512-token attention page took {elapsed:.2f} s (margin {ATTENTION_MARGIN_S} s)"
     wait_all_heads(page)
     wait_chart(page, "fig_attention-head-view", ".scatterlayer .trace", 2, title="Head view, layer 0 head 0")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import gc
+import inspect
 import json
 import os
 import re
@@ -54,25 +55,48 @@ def test_the_frame_and_the_models_page_import_no_engine():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def wait_until_on_line(thread: threading.Thread, func, text: str, timeout: float = 120) -> None:
+    """Until `thread`'s innermost frame is `func` on its line containing `text` (e.g. blocked on a lock
+    there): synchronisation by the thread's own state, not by a sleep long enough to get there."""
+    lines, first = inspect.getsourcelines(func)
+    line = first + next(i for i, ln in enumerate(lines) if text in ln)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        f = sys._current_frames().get(thread.ident)
+        if f is not None and f.f_code is func.__code__ and f.f_lineno == line:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{thread.name} never reached {func.__name__}:{line} ({text!r})")
+
+
 def test_import_engine_waits_for_the_holder_of_the_import_lock():
-    out = _python("""
-import threading, time
+    """Ordered by events, no timing: the waiter is seen blocked on the lock, nothing is imported while the
+    holder keeps it, the import happens after it lets go, and a second call returns without the lock."""
+    out = _python("import inspect, sys, threading, time\n" + inspect.getsource(wait_until_on_line) + """
 from model.load import IMPORT_LOCK, engine_imported, import_engine
-held = threading.Event()
+held, release, log = threading.Event(), threading.Event(), []
 def holder():
     with IMPORT_LOCK:
         held.set()
-        time.sleep(1.0)
+        release.wait(120)
+        log.append(("released", engine_imported(), "transformers" in sys.modules))
 threading.Thread(target=holder).start()
 held.wait()
-t = time.perf_counter(); import_engine(); waited = time.perf_counter() - t
-t = time.perf_counter(); import_engine(); again = time.perf_counter() - t
-print(waited, again, engine_imported())
+waiter = threading.Thread(target=lambda: log.append(("imported", import_engine(), engine_imported())))
+waiter.start()
+wait_until_on_line(waiter, import_engine, "with IMPORT_LOCK")
+release.set()
+waiter.join(120)
+again = threading.Thread(target=import_engine)
+with IMPORT_LOCK:  # held by this thread: a second call must return without waiting for it
+    again.start()
+    again.join(120)
+    log.append(("again returned while the lock was held", not again.is_alive()))
+print(log)
 """)
     assert out.returncode == 0, out.stderr
-    waited, again, ready = out.stdout.split()[-3:]
-    assert float(waited) >= 0.9 and ready == "True"
-    assert float(again) < 0.01
+    assert out.stdout.strip().splitlines()[-1] == str([("released", False, False), ("imported", None, True),
+                                                        ("again returned while the lock was held", True)])
 
 
 def test_load_model_does_not_deadlock_with_a_warm_up_holding_the_import_lock(tmp_path):
@@ -88,7 +112,7 @@ def test_load_model_does_not_deadlock_with_a_warm_up_holding_the_import_lock(tmp
     def warm_up():
         with IMPORT_LOCK:
             holding.set()
-            time.sleep(0.5)  # the session below reaches load_model meanwhile
+            wait_until_on_line(threads[1], load_model, "with IMPORT_LOCK")  # the session waits on the lock
             got["warm-up"] = load_model(path)
 
     def session():

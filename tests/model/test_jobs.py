@@ -156,14 +156,16 @@ def test_stop_queued_job_cancels_it_and_resume_requeues(tmp_path, fake):
 
 
 def test_stop_while_preparing_terminates_the_process(tmp_path, fake, monkeypatch):
-    monkeypatch.setenv("FAKE_PREPARE", "30")
+    monkeypatch.setenv("FAKE_PREPARE", "300")  # far longer than any wait below: only SIGTERM ends it early
     q = JobQueue(tmp_path / "runs", command=fake)
     jid = q.submit("s", TrainRequest(arch="gpt2", steps=3))
-    time.sleep(0.3)
-    t0 = time.time()
+    argv = q.dir(jid) / "argv.txt"  # the fake writes it on start, then "prepares"
+    end = time.time() + 60
+    while not argv.exists() and time.time() < end:
+        time.sleep(0.02)
+    assert argv.exists(), "the job's process never started"
     q.stop(jid, "s")  # no "start" event yet: nothing to checkpoint, so SIGTERM
-    job = wait_for(q, jid, ("stopped", "failed"), timeout=10)
-    assert time.time() - t0 < 5
+    job = wait_for(q, jid, ("stopped", "failed"), timeout=60)
     assert job.state == "stopped" and job.message == "stopped before training began" and job.returncode == -15
 
 

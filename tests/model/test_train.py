@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import time
 
 import pytest
 import torch
@@ -134,13 +133,15 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(corpus_file, tmp_path)
     assert events(out)[-1]["type"] == "error"
 
 
-def test_stop_file_checkpoints_then_resume_finishes(corpus_file, tmp_path):
+def test_stop_file_checkpoints_then_resume_finishes(corpus_file, tmp_path, monkeypatch):
     out = tmp_path / "stop"
+    # The trainer looks for the file at most every 0.2 s (a stat per step costs at tiny sizes); here at every
+    # step, so the request written during step 7's event is seen before step 8 (no sleep to outwait it).
+    monkeypatch.setattr("model.train.trainer._StopRequest.CHECK_EVERY_S", 0.0)
 
     def request_stop(e):
         if e["type"] == "step" and e["step"] == 7:
             (out / "STOP").write_text("")
-            time.sleep(0.25)  # the trainer looks for the file at most every 0.2 s
 
     rec = train(tiny("gpt2", corpus_file, out, steps=20, checkpoint_every=100), callbacks=[request_stop])
     assert rec["status"] == "stopped" and rec["steps"] == 7

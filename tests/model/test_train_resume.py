@@ -2,10 +2,10 @@
 run that never stopped (same seed), and leaves no temp files behind."""
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,13 +15,16 @@ from model.train.toyworld import generate_corpus
 from model.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
+# At step 15 (past the first checkpoint at 10, before the second at 20) the child says so on stdout and
+# waits to be killed: the parent kills it on that line, not after a guessed delay.
 CHILD = """
-import json, sys, time
+import json, sys, threading
 from model.train.trainer import TrainConfig, train
-def slow(event):  # give the parent time to kill us between checkpoints
-    if event["type"] == "step":
-        time.sleep(0.03)
-train(TrainConfig(**json.loads(sys.argv[1])), callbacks=[slow])
+def kill_me_here(event):
+    if event["type"] == "step" and event["step"] == 15:
+        print("step 15", flush=True)
+        threading.Event().wait(120)
+train(TrainConfig(**json.loads(sys.argv[1])), callbacks=[kill_me_here])
 """
 
 
@@ -30,14 +33,6 @@ def corpus_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("corpus") / "toy.txt"
     p.write_text("\n\n".join("\n".join(d) for d in generate_corpus(150, seed=31)), encoding="utf-8")
     return p
-
-
-def _steps_logged(out: Path) -> int:
-    try:
-        lines = (out / "events.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return sum(1 for ln in lines if '"type": "step"' in ln)
 
 
 # bert: static masks + NSP pairs; elmo: LSTMs; both with dropout, so the RNG state must be restored too
@@ -51,13 +46,12 @@ def test_sigkill_then_resume_is_bit_identical(arch, corpus_file, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps({**kw, "out_dir": str(out)})], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while _steps_logged(out) < 15:  # past the first checkpoint (step 10), before the second
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "the child never reached step 15"
-            time.sleep(0.01)
+        ready, _, _ = select.select([child.stdout], [], [], 300)  # the child's line, its death, or a deadline
+        assert ready, "the child never reached step 15 within 300 s"
+        line = child.stdout.readline()  # "" if it died first
+        assert line == "step 15\n", child.stderr.read()[-2000:]
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     finally:
@@ -67,7 +61,7 @@ def test_sigkill_then_resume_is_bit_identical(arch, corpus_file, tmp_path):
     assert child.returncode == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
-    assert checkpoints[0] == "step-0000010" and "step-0000030" not in checkpoints
+    assert checkpoints == ["step-0000010"]  # killed at step 15
     # as if the kill had hit in the middle of writing the next checkpoint
     stale = out / "checkpoints" / ".tmp-step-0000020-99999"
     stale.mkdir(exist_ok=True)

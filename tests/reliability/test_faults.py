@@ -23,6 +23,9 @@ import pytest
 from app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+# The kill instants come from this seed, so a failure can be replayed: LMSCOPE_FAULT_SEED=N pytest ... (every
+# failure message prints the seed and the instants). Another seed explores other instants.
+FAULT_SEED = int(os.environ.get("LMSCOPE_FAULT_SEED", "20261205"))
 TRAIN = ["gpt2", "--preset", "tiny", "--vocab-size", "300", "--eval-every", "1000", "--threads", "1", "--seed", "3",
          "--no-bf16", "--quiet"]
 
@@ -38,6 +41,13 @@ def corpus(tmp_path_factory) -> Path:
 
 def _hashes(d: Path) -> dict[str, str]:
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.iterdir()) if f.is_file()}
+
+
+def _steps_logged(out: Path) -> int:
+    try:
+        return sum('"type": "step"' in ln for ln in (out / "events.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
 
 
 def _temp_files(out: Path) -> list[Path]:
@@ -69,7 +79,7 @@ def _train(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.slow
 def test_sigkill_at_random_instants_then_resume(corpus, tmp_path, capsys):
     """Three runs of `lmscope train` (a checkpoint after every step, so kills often land inside a checkpoint
-    write) killed with SIGKILL at random instants after the first checkpoint; each is resumed to the end and
+    write) killed with SIGKILL at seeded random instants after the first checkpoint; each is resumed to the end and
     must equal a run that was never interrupted, bit for bit."""
     steps = 80  # ~2 s of training on one core after ~6 s of start-up
     args = [*TRAIN, "--corpus", str(corpus), "--steps", str(steps), "--checkpoint-every", "1", "--keep-last", "2"]
@@ -77,13 +87,13 @@ def test_sigkill_at_random_instants_then_resume(corpus, tmp_path, capsys):
     assert _train([*args, "--out", str(ref)], capsys)[0] == 0
     reference = (ref / "model.safetensors").read_bytes()
 
-    seed = random.randrange(10**6)
-    rng = random.Random(seed)
+    rng = random.Random(FAULT_SEED)
+    delays = [rng.uniform(0.0, 1.5) for _ in range(3)]
+    print(f"kill instants (seed {FAULT_SEED}): {', '.join(f'{d:.3f}' for d in delays)} s after the first checkpoint")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
-    for trial in range(3):
+    for trial, delay in enumerate(delays):
         out = tmp_path / f"killed-{trial}"
-        delay = rng.uniform(0.0, 1.5)
         child = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args, "--out", str(out)], env=env,
                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -92,14 +102,15 @@ def test_sigkill_at_random_instants_then_resume(corpus, tmp_path, capsys):
                 assert child.poll() is None, child.stderr.read().decode()[-2000:]
                 assert time.time() < deadline, "no checkpoint within 120 s"
                 time.sleep(0.005)
-            time.sleep(delay)
+            time.sleep(delay)  # the seeded kill instant (not a wait for something)
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-        what = f"trial {trial} (seed {seed}, killed {delay:.2f} s after the first checkpoint)"
+        what = (f"trial {trial} (LMSCOPE_FAULT_SEED={FAULT_SEED}: kill instants {', '.join(f'{d:.3f}' for d in delays)} s; "
+                f"this one killed {delay:.3f} s after the first checkpoint, at step {_steps_logged(out)})")
         assert child.returncode == -signal.SIGKILL, f"{what}: the run ended before the kill"
         assert not (out / "training_record.json").exists(), what
 
