@@ -38,6 +38,8 @@ STAGE_TITLES = {"input": "model distribution", "repetition_penalty": "repetition
 LINE = 1.3  # a line of text is this many font sizes tall
 TICK_PAD = 8  # px between an axis and its tick labels, and around them
 TICK_CHARS = 14  # longer token tick labels are shortened (the hover text keeps the whole token)
+MAX_CHAR_TICKS = 80  # the aligned figure labels each character up to this many, else shows offsets
+LENS_TEXT_TOKENS = 64  # the logit lens writes each cell's top guess up to this many tokens (else hover only)
 
 
 def show_token(piece: str) -> str:
@@ -403,7 +405,8 @@ def bits_to_prob(bits: np.ndarray | None) -> np.ndarray:
 
 def aligned_figure(text: str, rows: Sequence[ProbRow]) -> go.Figure:
     """Tokenizations aligned on input characters: one lane per row, each token a box over its character
-    span, coloured by the probability of the actual token; the characters of the text label the x axis."""
+    span, coloured by the probability of the actual token; the characters of the text label the x axis (up
+    to MAX_CHAR_TICKS characters; a longer text gets a bounded number of character-offset ticks)."""
     if not rows:
         raise ValueError("nothing to compare")
     fig = go.Figure()
@@ -421,11 +424,14 @@ def aligned_figure(text: str, rows: Sequence[ProbRow]) -> go.Figure:
                         for _, p in toks],
             hovertemplate="%{text}<br>p = %{customdata[0]}<br>%{customdata[1]}<extra>" + html.escape(r.label) + "</extra>"))
     chars = list(text)
+    if len(chars) <= MAX_CHAR_TICKS:  # short text: every character labels the axis
+        xaxis = dict(tickmode="array", tickvals=[i + 0.5 for i in range(len(chars))],
+                     ticktext=[html.escape(c) if c.strip() else "␣" for c in chars], title="input characters")
+    else:  # long text: character offsets, a bounded number of ticks (one per character froze the browser)
+        xaxis = dict(tickmode="auto", nticks=MAX_CHAR_TICKS // 4, title="input character (offset)")
     fig.update_layout(barmode="overlay", height=90 + 55 * len(rows), margin=dict(t=10, b=40, l=10, r=10),
-                      xaxis=dict(tickmode="array", tickvals=[i + 0.5 for i in range(len(chars))],
-                                 ticktext=[html.escape(c) if c.strip() else "␣" for c in chars], range=[0, max(1, len(chars))],
-                                 showgrid=False, title="input characters"),
-                      yaxis=dict(autorange="reversed"))
+                      xaxis=dict(xaxis, range=[0, max(1, len(chars))], showgrid=False),
+                      yaxis=dict(autorange="reversed"), uniformtext=dict(minsize=8, mode="hide"))
     return fig
 
 
@@ -468,7 +474,8 @@ def colored_tokens_html(text: str, tokens: Sequence[Token], probs: np.ndarray) -
 
 def logit_lens_figure(lens: LogitLens, tokens: Sequence[Token], causal: bool) -> go.Figure:
     """Layer x token heatmap of the probability of the actual token (the next one for causal models, the
-    input token itself for masked LMs), with each cell's top-1 token written in it. Row 0 = embeddings."""
+    input token itself for masked LMs), with each cell's top-1 token written in it (up to LENS_TEXT_TOKENS
+    tokens; beyond, in the hover text only). Row 0 = embeddings."""
     layers, n = lens.actual_prob.shape  # (L + 1, N)
     if n != len(tokens):
         raise ValueError(f"the logit lens has {n} positions but there are {len(tokens)} tokens")
@@ -478,8 +485,9 @@ def logit_lens_figure(lens: LogitLens, tokens: Sequence[Token], causal: bool) ->
     target = [label(tokens[i + 1].text) if causal and i + 1 < n else label(tokens[i].text) for i in range(n)]
     z = np.where(np.isnan(lens.actual_prob), None, lens.actual_prob).tolist()
     fig = go.Figure(go.Heatmap(
-        z=z, x=xlabels, y=ylabels, colorscale=PROB_SCALE, zmin=0, zmax=1, text=top, texttemplate="%{text}",
-        textfont=dict(size=10), customdata=[[[target[i], float(lens.probs[l, i, 0])] for i in range(n)] for l in range(layers)],
+        z=z, x=xlabels, y=ylabels, colorscale=PROB_SCALE, zmin=0, zmax=1, text=top,
+        texttemplate="%{text}" if n <= LENS_TEXT_TOKENS else None, textfont=dict(size=10),
+        customdata=[[[target[i], float(lens.probs[l, i, 0])] for i in range(n)] for l in range(layers)],
         colorbar=dict(title="p(actual)"),
         hovertemplate="%{y}, at %{x}<br>actual %{customdata[0]}: p = %{z:.4f}<br>top-1 %{text} (p = %{customdata[1]:.4f})<extra></extra>"))
     fig.update_layout(height=120 + 34 * layers, margin=dict(t=10, b=10, l=10, r=10),

@@ -20,7 +20,8 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     layer      int    attention                      layer index, from 0
     head       int    attention                      head index, from 0
     token      int    attention                      selected token index (what it attends to / what attends to it)
-    topk       int    attention, masked-lm           lines per token in the head view; predictions per mask
+    lines      int    attention                      lines per token in the head view
+    topk       int    masked-lm                      predictions per mask
     panel      str    attention                      lower panel: "head view", "rollout", "head statistics", "bertviz"
     bertviz    str    attention                      bertviz view: "head", "model" or "neuron" (queries and keys; torch models)
     pair       str    masked-lm                      sentence B for next-sentence / sentence-order prediction
@@ -60,7 +61,7 @@ import streamlit as st
 # key -> type: how its URL string is read (keys not listed here are read as the type of their default).
 KEYS: dict[str, type] = {
     "model": str, "text": str, "lecture": bool, "model2": str, "models": list, "layer": int, "head": int,
-    "token": int, "topk": int, "panel": str, "bertviz": str, "pair": str, "masked": list, "wwm": bool, "seed": int,
+    "token": int, "lines": int, "topk": int, "panel": str, "bertviz": str, "pair": str, "masked": list, "wwm": bool, "seed": int,
     "temperature": float, "top_k": int, "top_p": float, "typical_p": float, "min_p": float,
     "repetition_penalty": float, "new_tokens": int, "beams": int, "mode": str, "source": str, "lens": str,
     "arch": str, "preset": str, "corpus": str, "corpus_path": str, "steps": int, "probe": str, "opset": int,
@@ -70,6 +71,7 @@ _VALUE = "qv:"  # session_state prefix of remembered values (survive page switch
 _WIDGET = "qp_"  # session_state prefix of widget keys: `at.text_input(key="qp_text")` in tests
 _PUBLISHED = "_qp_published"
 _OPENED = "_qp_opened"  # the query string the session was opened with (raw strings)
+_WATCH = "_qp_watch:"  # session_state prefix: what a key's value referred to last run (forget_on_change)
 
 
 def widget_key(key: str) -> str:
@@ -167,6 +169,17 @@ def _seed(key: str, value: Any) -> str:
     wk = widget_key(key)
     st.session_state[wk] = value
     return wk
+
+
+def forget_on_change(key: str, *watched: Any) -> None:
+    """Drop this session's value of `key` when `watched` (what it refers to, e.g. the model and text a token
+    index points into) differs from the last run that asked: index 7 of one text means nothing in another.
+    Call before drawing the key's widget. The first run keeps the value of the link it was opened with."""
+    mark, ss = _WATCH + key, st.session_state
+    if mark in ss and ss[mark] != watched:
+        ss[_VALUE + key] = None
+        ss.pop(widget_key(key), None)
+    ss[mark] = watched
 
 
 def current(key: str, default: Any = None) -> Any:

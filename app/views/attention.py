@@ -4,8 +4,8 @@
 Stays fast on long inputs: the browser gets the selected head's N x N map, thumbnails of every head
 (pooled to 16 x 16, computed once per input) and the one lower panel chosen. bertviz's views, which carry
 every head's map (the neuron view also each token's query and key vectors), are offered up to 64 tokens.
-Keys: `layer`, `head`, `token` (absent: none), `topk`, `panel`, `bertviz` ("head", "model" or "neuron")
-(plus `model`, `text`). The neuron view opens at the page's layer and head.
+Keys: `layer`, `head`, `token` (absent: none; forgotten when the model or text changes), `lines`, `panel`,
+`bertviz` ("head", "model" or "neuron") (plus `model`, `text`). The neuron view opens at the page's layer and head.
 """
 from __future__ import annotations
 
@@ -89,11 +89,12 @@ def render() -> None:
         layer = state.slider("Layer", "layer", 0, insp.num_layers - 1, 0)
     with c2:
         head = state.slider("Head", "head", 0, insp.num_heads - 1, 0)
+    state.forget_on_change("token", loaded.info.path, text)  # an index into these tokens only
     with c3:
         token = state.selectbox("Selected token", "token", [NO_TOKEN, *range(n)], NO_TOKEN,
                                 format_func=lambda i: "(none)" if i == NO_TOKEN else f"{i}: {insp.tokens[i].text}")
     with c4:
-        top_k = state.number_input("Lines / token", "topk", 1, 10, 3)
+        top_k = state.number_input("Lines / token", "lines", 1, 10, 3)  # not Masked LM's `topk`
     selected = None if token == NO_TOKEN else token
 
     left, right = st.columns([3, 2])

@@ -5,6 +5,10 @@ masked and everything else visible (pseudo-log-likelihood, PLL), the causal mode
 only; an ELMo model shows both of its LMs (forward: left context, backward: right context). The two
 tokenizations are aligned on the input characters. Below, the logit lens: each layer's guess, layer x token.
 
+A long text is scored and drawn only as far as the models read it: each model stops at its own length (a
+message names it), the page reads at most MAX_CHARS characters (a masked LM runs once per token), and the
+figures cover only the characters some model read, with a bounded number of axis labels.
+
 Keys: `model` (the masked LM), `model2` (the causal model), `lens` (which model's logit lens), plus `text`.
 """
 from __future__ import annotations
@@ -16,6 +20,25 @@ import pandas as pd
 import streamlit as st
 
 from app import common, figures_gen as F, state
+
+MAX_CHARS = 2000  # characters of a longer text the page reads (PLL: one forward pass per token)
+
+
+def clip_text(text: str, limit: int = MAX_CHARS) -> str:
+    """The first `limit` characters of `text`, cut at the last space when one is near the end.
+
+    >>> clip_text("the cat sat on", 12), clip_text("abc", 12)
+    ('the cat sat', 'abc')
+    """
+    if len(text) <= limit:
+        return text
+    space = text.rfind(" ", 0, limit + 1)
+    return text[:space] if space >= limit * 0.8 else text[:limit]
+
+
+def read_extent(rows: list[F.ProbRow]) -> int:
+    """How many characters of the text some row's tokens cover (where the longest reading ends)."""
+    return max((t.end for r in rows for t in r.tokens if not t.special and t.segment == 0), default=0)
 
 
 def _rows(mlm_insp, causal_insp, mlm_name: str, causal_name: str) -> list[F.ProbRow]:
@@ -51,17 +74,25 @@ def render() -> None:
     st.title("Compare: masked LM vs causal LM")
     mlm = common.model_picker("model", "Masked LM", need="mlm", prefer=common.prefers("mlm"))
     causal = common.model_picker("model2", "Causal LM (GPT-2 or ELMo)", need="causal", prefer=common.prefers("causal"))
-    text = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=80)
+    typed = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=80)
     if mlm is None and causal is None:
         return
+    text = clip_text(typed)
     mlm_insp = common.inspect_text(mlm, text, pll=True, logit_lens=True, summaries=False) if mlm else None
     causal_insp = common.inspect_text(causal, text, logit_lens=True, summaries=False) if causal else None
-    for insp in (mlm_insp, causal_insp):
-        if insp is not None:
-            common.show_warnings(insp)
+    for loaded, insp in ((mlm, mlm_insp), (causal, causal_insp)):
+        for w in getattr(insp, "warnings", None) or []:
+            st.warning(f"{loaded.info.name}: {w}")  # e.g. how many tokens it reads and where it stopped
     rows = _rows(mlm_insp, causal_insp, mlm.info.name if mlm else "", causal.info.name if causal else "")
     if not rows:
         return
+    shown = read_extent(rows) or len(text)
+    if typed[shown:].strip():
+        st.info(f"Shown below: the first {shown:,} of {len(typed):,} characters, as far as "
+                + ("either model reads" if len(rows) > 1 else "the model reads")
+                + (f" (this page reads at most {MAX_CHARS:,} characters)" if len(text) < len(typed) else "")
+                + ". Shorten the text to compare other parts of it.")
+    text = text[:shown]
     st.markdown("How probable each model finds **the token that is really there** (darker = more surprising). "
                 "A masked LM sees both sides of the masked token; a causal LM only what came before it, so it has "
                 "nothing to go on for the first token. PLL is not a true probability of the sentence (each token "

@@ -110,7 +110,10 @@ def _side_by_side(torch_model, onnx_model, text: str) -> None:
         rows.append({"check": "attention (fp16 maps), every layer and head, max |difference|", "torch": "", "onnx": "", "result": f"{diff:.2e}"})
     for i, (pa, pb) in enumerate(zip(_predictions(a), _predictions(b))):
         rows.append({"check": f"predictions {i + 1}", "torch": pa, "onnx": pb, "result": "same" if pa == pb else "differ"})
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    # the verdict next to the check: the predictions' text is long and pushed a last column off-screen
+    st.dataframe(pd.DataFrame(rows, columns=["check", "result", "torch", "onnx"]), hide_index=True,
+                 column_config={"check": st.column_config.TextColumn(width="medium"),
+                                "result": st.column_config.TextColumn(width="small")})
     if b.has_attention:
         c = st.columns(2)
         with c[0]:

@@ -63,16 +63,31 @@ def _early(ref: str) -> ModelInfo | None:
         return None
 
 
-def _draw(slot, info: ModelInfo, name: str, loading: bool = False) -> None:
-    """(Re)draw a model's description in its placeholder."""
-    with slot.container():
-        if loading:
-            st.caption("Read from the model's files; loading the model…")
-        _describe(info, name)
+class Slot:
+    """Where one model's description goes: the early one (read from its files) and the loaded one each get
+    their own placeholder, and the early one is emptied when the loaded one is drawn. One placeholder
+    redrawn would show leftovers: a container put where a container was keeps the old one's children (the
+    `empty` in between is merged away before it reaches the browser), and children drawn in this run stay,
+    so the early description's last element, its "Unavailable here" table, showed twice until the next run."""
+
+    def __init__(self):
+        self.early, self.final = st.empty(), st.empty()
+
+    def draw(self, info: ModelInfo, name: str, loading: bool = False) -> None:
+        with (self.early if loading else self.final).container():
+            if loading:
+                st.caption("Read from the model's files; loading the model…")
+            _describe(info, name)
+        if not loading:
+            self.early.empty()
+
+    def clear(self) -> None:
+        self.early.empty()
+        self.final.empty()
 
 
 def _use_path() -> None:
-    """Button callback (runs before the script, so it may set the sidebar picker's value)."""
+    """Form callback, on the button or Enter (runs before the script, so it may set the sidebar picker's value)."""
     path = (st.session_state.get("models_path") or "").strip()
     st.session_state.pop("models_path_error", None)
     if not path:
@@ -100,9 +115,10 @@ def render() -> None:
                                     "architecture": e.architecture, "size": _size(e.size_bytes), "note": e.note}
                                    for e in entries]), hide_index=True)
     with st.expander("Load a model folder by path"):
-        st.text_input("Model folder (inside the demo models, trained runs, the Hugging Face cache or "
-                      "LMSCOPE_MODEL_ROOTS)", key="models_path")
-        st.button("Use this model", on_click=_use_path)
+        with st.form("models_path_form", border=False):  # a form: Enter in the box loads, like the button
+            st.text_input("Model folder (inside the demo models, trained runs, the Hugging Face cache or "
+                          "LMSCOPE_MODEL_ROOTS)", key="models_path")
+            st.form_submit_button("Use this model", on_click=_use_path)
         if st.session_state.get("models_path_error"):
             st.error(st.session_state["models_path_error"])
 
@@ -120,29 +136,28 @@ def render() -> None:
                              format_func=lambda v: v or "(none)")
     left, right = st.columns(2) if second != NONE else (st.container(), None)
     with left:
-        slot = st.empty()
+        slot = Slot()
     if early is not None:
-        _draw(slot, early, state.get("model"), loading=True)
+        slot.draw(early, state.get("model"), loading=True)
     if right is not None:
         with right:
-            slot2 = st.empty()
+            slot2 = Slot()
         early2 = _early(second)
         if early2 is not None:
-            _draw(slot2, early2, second, loading=True)
+            slot2.draw(early2, second, loading=True)
     if early is not None:
         with notes:
             loaded = common.load_picked(name)
     if loaded is not None:
-        _draw(slot, loaded.info, state.get("model"))
+        slot.draw(loaded.info, state.get("model"))
     elif early is not None:
-        slot.empty()  # the load failed: its message is above
+        slot.clear()  # the load failed: its message is above
     if right is not None:
         with right:
             other = common.load(second)
         if other is not None:
-            _draw(slot2, other.info, second)
+            slot2.draw(other.info, second)
         else:
-            slot2.empty()
-
+            slot2.clear()
 
 render()

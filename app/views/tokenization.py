@@ -2,7 +2,8 @@
 
 Pieces keep their markers (`##` continues a word in WordPiece, `Ġ` starts one after a space in GPT-2's
 byte-level BPE, `▁` in SentencePiece); special tokens are grey, unknown tokens red; the figure aligns
-every tokenizer on the input's characters. Keys: `?models=a,b,c` (plus `model`, `text`).
+every tokenizer on the input's characters. Keys: `?models=a,b,c` (listed names or model folders inside the
+allowed model folders; plus `model`, `text`).
 """
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ def _default_models(current: str | None) -> list[str]:
 
 def render() -> None:
     st.title("Tokenization")
-    loaded = common.model_picker()
+    picked = common.pick_model()
+    loaded = common.load_picked(picked) if picked is not None else None
     text = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=100)
-    current = loaded.info.name if loaded is not None else None
-    names = state.multiselect("Tokenizers to compare", "models", common.model_options("models", [current] if current else []),
+    current = picked if loaded is not None else None  # as picked: a path stays a path (its name is the folder's)
+    asked = state.current("models")  # from the link or this session: paths and unlisted models are offered too
+    extra = ([current] if current else []) + [m for m in (asked if isinstance(asked, list) else []) if isinstance(m, str)]
+    names = state.multiselect("Tokenizers to compare", "models", common.model_options("models", extra),
                               _default_models(current))
     if not names:
         st.info("Pick at least one model to see its tokens.")

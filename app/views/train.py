@@ -144,30 +144,37 @@ def _form(queue: J.JobQueue, owner: str) -> None:
               on_click=_submit, args=(queue, owner, request))
 
 
-def _job_table(jobs: list[J.Job]) -> None:
+def _job_table(jobs: list[J.Job], shown: J.Job, shown_status: str) -> None:
+    """Every job of this session; the one in the panel below with the panel's status (one reading of its log)."""
     rows = [{"job": j.id, "model": j.request.get("arch"), "corpus": j.request.get("corpus", "").rsplit("/", 1)[-1],
-             "status": j.label, "note": j.message} for j in jobs]
+             "status": shown_status if j.id == shown.id else j.label, "note": j.message} for j in jobs]
     st.dataframe(rows, hide_index=True)
 
 
-def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
-    """Progress, numbers and curves of one job, from its files."""
+def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: frozenset) -> None:
+    """The job table, then progress, numbers and curves of one job, all from one reading of the jobs and the
+    job's files. Re-run every POLL_S seconds while any job is queued or running (see `render`); when the
+    set of active jobs changes (one ended, or Resume, a button in here, started one again) the whole page
+    is redrawn, which starts or stops the polling and refreshes the buttons, checkpoints and model list."""
     try:
-        job = queue.status(job_id, owner)
-    except ValueError as e:
-        st.error(str(e))
+        jobs = queue.jobs(owner)
+        job = next(j for j in jobs if j.id == job_id)
+    except (ValueError, StopIteration) as e:
+        st.error(str(e) or f"no such job: {job_id}")
         return
-    if was_active and job.state not in J.ACTIVE:
-        st.rerun(scope="app")  # it just ended: redraw the page (buttons, checkpoints, model list)
+    if frozenset(j.id for j in jobs if j.state in J.ACTIVE) != was_active:
+        st.rerun(scope="app")
     events = J.read_events(queue.dir(job_id))
     prog = F.progress_of(events, job.total_steps)
+    status = f"running {prog.step}/{job.total_steps}" if job.state == "running" else job.label
+    _job_table(jobs, job, status)
     if job.state == "queued":
         st.info(f"Waiting in the queue: place {job.place}. It starts when a running job ends "
                 f"(at most {queue.max_running} at once on this server).")
     elif job.state == "running" and not events:
         st.info("Starting: reading the corpus and training the tokenizer…")
     if job.state in J.ACTIVE:
-        text = job.label + (f" — {job.message}" if job.message else "")
+        text = status + (f" — {job.message}" if job.message else "")
     else:
         text = job.message or job.label
     st.progress(prog.fraction, text=text)
@@ -253,13 +260,12 @@ def render() -> None:
     if not jobs:
         st.caption("None yet. Jobs belong to this browser session; finished models stay listed under runs/ for everyone.")
         return
-    _job_table(jobs)
     ids = [j.id for j in jobs]
     if st.session_state.get("train_job") not in ids:
         st.session_state["train_job"] = ids[0]
     job_id = st.selectbox("Job", ids, key="train_job")  # a status in the labels would go stale between reruns
     job = next(j for j in jobs if j.id == job_id)
-    active = job.state in J.ACTIVE
+    active = frozenset(j.id for j in jobs if j.state in J.ACTIVE)
     st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job_id, active)
     seen = st.session_state.setdefault("train_listed", set())
     if job.state == "finished" and job.id not in seen:

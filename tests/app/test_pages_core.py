@@ -257,11 +257,11 @@ def test_models_page_describes_two_models_side_by_side():
 
 def test_models_page_loads_a_folder_by_path(demo_models, tmp_path):
     at = ok(app("models"))
-    at.text_input(key="models_path").set_value(str(tmp_path)).run()
+    at.text_input(key="models_path").set_value(str(tmp_path))  # in a form: sent with its submit button
     next(b for b in at.button if b.label == "Use this model").click().run()
     assert any("outside the model folders" in e for e in texts(ok(at), "error"))
     path = str(Path(demo_models) / "gpt2")
-    at.text_input(key="models_path").set_value(path).run()
+    at.text_input(key="models_path").set_value(path)
     next(b for b in at.button if b.label == "Use this model").click().run()
     ok(at)
     assert at.query_params["model"] == path

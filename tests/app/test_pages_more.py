@@ -230,6 +230,7 @@ def test_export_page_exports_and_loads_back(env):
     parity, checks = at.dataframe[0].value, at.dataframe[1].value
     assert {"logits", "attentions"} <= set(parity["output"]) and (parity["max |onnx - torch| (relative)"] <= 1e-4).all()
     assert checks["result"][0] == "yes" and checks["result"].iloc[-1] == "same"
+    assert list(checks.columns) == ["check", "result", "torch", "onnx"]  # the verdict in view, not after long text
     assert chart(at, "onnx-attention")["data"][0]["type"] == "heatmap"
     assert list((env / "runs" / "onnx").glob("demo-bert-mlm-opset17-*/model.onnx"))
     at.selectbox(key="qp_model").set_value("demo/elmo").run()

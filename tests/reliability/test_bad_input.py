@@ -299,7 +299,7 @@ def _open(case: Case, world):
     at.switch_page(f"views/{app['page']}.py")
     at.run()
     if "path_input" in app:
-        at.text_input(key="models_path").set_value(_resolve(world, app["path_input"])).run()
+        at.text_input(key="models_path").set_value(_resolve(world, app["path_input"]))  # a form: sent on submit
         next(b for b in at.button if b.label == "Use this model").click().run()
     if "upload" in app:
         name, src = app["upload"]
