@@ -16,9 +16,11 @@ User mistakes come back as `None` after an `st.error`/`st.warning` explaining th
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -29,7 +31,7 @@ from model import jobs
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
 
-DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
+DEFAULT_TEXT = "The capital of France is Paris."  # when no model is picked (see `page_text` for the rest)
 INSPECTIONS_KEPT = 2  # per session: an inspection holds Q/K of every layer (~37 MB at 512 tokens, 12 x 768)
 IMAGE_FORMATS = ("png", "svg")
 
@@ -157,9 +159,82 @@ def model_names() -> list[str]:
     return [e.name for e in listed_models()]
 
 
-def default_model(prefer: Callable[[ModelEntry], bool] | None = None) -> str | None:
-    """The first listed model `prefer` accepts, else the first listed model."""
+# ---------------------------------------------------------------------------------------------------
+# First screen: which model a page opens on when the link names none, and a text that model reads
+
+# (page url path, model key) -> models to open on, best first. Names not on this disk are skipped; then the
+# first listed model the page's capability test accepts. demo/en-* read everyday English; demo/bert & co.
+# were trained on the toy world (model/train/toyworld.py) and read only its vocabulary.
+PAGE_MODELS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("masked_lm", "model"): ("demo/en-bert", "demo/bert"),
+    ("attention", "model"): ("demo/en-bert", "demo/bert"),
+    ("generation", "model"): ("demo/en-gpt2", "demo/gpt2"),
+    ("compare", "model"): ("demo/en-bert", "demo/bert"),
+    ("compare", "model2"): ("demo/en-gpt2", "demo/gpt2"),
+}
+OTHER_PAGES_MODELS = ("demo/en-bert", "demo/bert")  # Models, Tokenization, Export
+# corpus family -> what a page's text box opens with: "mask" on Masked LM, "prompt" on Generation, else "plain"
+TEXTS: dict[str, dict[str, str]] = {
+    "english": {"plain": DEFAULT_TEXT, "mask": "The capital of France is [MASK].", "prompt": "The capital of France is"},
+    "toyworld": {"plain": "the dog near the cats runs .", "mask": "the dog near the cats [MASK] .",
+                 "prompt": "the girls near the horse"},
+}
+PAGE_TEXT_KIND = {"masked_lm": "mask", "generation": "prompt"}
+_PAGE = "_lmscope_page"  # session_state: the url path of the page this run draws (set by app/main.py)
+
+
+def set_page(url_path: str) -> None:
+    """Called by the frame before a page runs: the page the preference lists and default texts are for."""
+    st.session_state[_PAGE] = url_path
+
+
+def current_page() -> str:
+    return st.session_state.get(_PAGE, "")
+
+
+def corpus_family(name: str | None) -> str:
+    """"toyworld" for a model trained on lmscope's toy world (its training_record.json says so), else
+    "english" (hub models, demo/en-*, models trained on a real corpus, or no record at all)."""
+    if not name:
+        return "english"
+    path = next((Path(e.path) for e in listed_models() if e.name == name), Path(name))
+    try:
+        record = json.loads((path / "training_record.json").read_text(encoding="utf-8"))
+        corpus = record.get("config", {}).get("corpus") if isinstance(record, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return "english"
+    return "toyworld" if corpus == "toyworld" else "english"
+
+
+def page_text(name: str | None, page: str | None = None) -> str:
+    """The text `page`'s box opens with for model `name`: a sentence of the model's corpus (with a mask
+    on Masked LM, a prompt to continue on Generation)."""
+    kind = PAGE_TEXT_KIND.get(current_page() if page is None else page, "plain")
+    return TEXTS[corpus_family(name)][kind]
+
+
+def _follow_text(name: str) -> None:
+    """Open the page's text box on a text `name` reads: when nothing is typed and the link has no text,
+    or the box still holds one of lmscope's default texts (of another model or page). A text the user
+    typed, or a link's text on the session's first screen, is kept."""
+    want = page_text(name)
+    shown = state.current("text")
+    if shown is None or (shown != want and shown in DEFAULT_TEXTS and state.remembered("text") is not None):
+        state.preset("text", want)
+
+
+DEFAULT_TEXTS = {t for kinds in TEXTS.values() for t in kinds.values()}
+
+
+def default_model(prefer: Callable[[ModelEntry], bool] | None = None, key: str = "model") -> str | None:
+    """The model a page opens on: the first of its preference list (`PAGE_MODELS`) that is listed and
+    `prefer` accepts, else the first listed model `prefer` accepts, else the first listed model."""
     entries = listed_models()
+    by_name = {e.name: e for e in entries}
+    wanted = PAGE_MODELS.get((current_page(), key), OTHER_PAGES_MODELS)
+    for name in wanted:
+        if name in by_name and (prefer is None or prefer(by_name[name])):
+            return name
     for e in entries:
         if prefer is None or prefer(e):
             return e.name
@@ -212,7 +287,10 @@ def pick_model(key: str = "model", label: str = "Model", prefer: Callable[[Model
                       "train one on the Train page, or fill the Hugging Face cache.")
         return None
     with st.sidebar if sidebar else st.container():
-        return state.selectbox(label, key, options, default_model(prefer))
+        name = state.selectbox(label, key, options, default_model(prefer, key))
+    if key == "model":
+        _follow_text(name)
+    return name
 
 
 def load_picked(name: str, need: str | None = None) -> LoadedModel | None:
