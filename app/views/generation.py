@@ -216,7 +216,13 @@ def _beam_tree(results: dict | None) -> None:
                 "beams, **ended** ones stopped (end of text or length) without being returned, **finished** ones "
                 "are returned; the thick line is the best.")
     path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
-    common.show(F.beam_tree_figure(r.beam_tree, path, font_size=_font()), "beam-tree")
+    full = st.toggle(f"Every hypothesis ({len(r.beam_tree)} nodes)", key="gen_full_tree",
+                     help="Off: only the final beams' ancestry, each run of tokens without a branch as one label")
+    nodes = r.beam_tree if full else F.compact_tree(r.beam_tree, path)
+    if not full:
+        st.caption(f"The final beams and where they branched ({len(nodes)} of {len(r.beam_tree)} nodes); pruned and "
+                   "ended side branches are hidden: switch on 'Every hypothesis' to see them.")
+    common.show(F.beam_tree_figure(nodes, path, font_size=_font(), compact=not full), "beam-tree")
 
 
 def _attention(loaded, prompt: str, stepped: str, results: dict | None) -> None:
