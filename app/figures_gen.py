@@ -99,6 +99,16 @@ def _short(piece: str, limit: int = 0) -> str:
     return s if len(s) <= limit else s[:max(1, limit - 1)] + "…"
 
 
+def _fit(piece: str, limit: int, room: float, size: float) -> str:
+    """`_short(piece, k)` for the largest k <= limit whose text fits `room` px at `size` (at least one
+    character and the ellipsis): wide (CJK) characters take two narrow ones' room."""
+    for k in range(limit, 1, -1):
+        s = _short(piece, k)
+        if _text_px(s, size) <= room:
+            return s
+    return _short(piece, 2)
+
+
 def _text_px(text: str, size: float) -> float:
     """A generous estimate of `text`'s rendered width in px at font `size` (plotly's sans-serif): wide
     (CJK) characters 1 em, others 0.62 em (wider than the average Latin letter)."""
@@ -401,9 +411,9 @@ def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), f
         if nd.id in right:
             return plotly_text(_short(nd.token))
         span = nd.step - by_id[nd.parent].step
-        if compact and span > 1:  # a merged run reads as a phrase: its pieces joined as the text they spell
-            return plotly_text(_short(phrase(nd.token), lay.label_chars(span)))
-        return plotly_text(_short(nd.token, lay.label_chars(span)))
+        shown = phrase(nd.token) if compact and span > 1 else nd.token  # a merged run reads as a phrase
+        room = span * lay.column - TREE_MARKER / 2 / 0.8 - 15  # px of branch left of the marker
+        return plotly_text(_fit(shown, lay.label_chars(span), room, font_size))
 
     def elbow(a: BeamNode, b: BeamNode) -> tuple[list, list]:
         return [a.step, a.step, b.step, None], [-y[a.id], -y[b.id], -y[b.id], None]
