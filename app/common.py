@@ -16,8 +16,10 @@ User mistakes come back as `None` after an `st.error`/`st.warning` explaining th
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -35,14 +37,26 @@ DEFAULT_TEXT = "The capital of France is Paris."  # when no model is picked (see
 INSPECTIONS_KEPT = 2  # per session: an inspection holds Q/K of every layer (~37 MB at 512 tokens, 12 x 768)
 IMAGE_FORMATS = ("png", "svg")
 
+# Lecture mode: large type and high contrast that still fits a 1280 x 720 projector. Only text is enlarged
+# (not the root font size, which would scale every rem of Streamlit's paddings and the sidebar with it):
+# slim page margins, navigation labels that wrap instead of being cut, tabs that wrap instead of scrolling.
 LECTURE_CSS = """
 <style>
-html, body, [data-testid="stAppViewContainer"] { font-size: 22px !important; }
 [data-testid="stAppViewContainer"], [data-testid="stSidebar"] { background: #ffffff !important; color: #000000 !important; }
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li, label, .stMarkdown {
-  font-size: 1.25rem !important; color: #000000 !important; font-weight: 500; }
-h1 { font-size: 3rem !important; } h2 { font-size: 2.3rem !important; } h3 { font-size: 1.9rem !important; }
-input, textarea { font-size: 1.3rem !important; color: #000 !important; border: 2px solid #000 !important; }
+[data-testid="stMainBlockContainer"] { padding: 1.25rem 1.5rem 3rem 1.5rem !important; max-width: 100% !important; }
+[data-testid="stMain"] [data-testid="stMarkdownContainer"] p, [data-testid="stMain"] [data-testid="stMarkdownContainer"] li,
+[data-testid="stMain"] label p, [data-testid="stMain"] [data-testid="stWidgetLabel"] p {
+  font-size: 1.4rem !important; color: #000000 !important; font-weight: 500; }
+[data-testid="stSidebar"] [data-testid="stMarkdownContainer"] p, [data-testid="stSidebarNav"] span {
+  font-size: 1.15rem !important; white-space: normal !important; overflow: visible !important; color: #000000 !important; }
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.15rem !important; color: #222 !important; }
+h1 { font-size: 2.4rem !important; padding-top: 0 !important; } h2 { font-size: 1.9rem !important; } h3 { font-size: 1.6rem !important; }
+[data-testid="stMain"] input, [data-testid="stMain"] textarea { font-size: 1.35rem !important; color: #000 !important;
+  border: 2px solid #000 !important; }
+[data-testid="stMain"] button p { font-size: 1.25rem !important; }
+[data-testid="stTabs"] [role="tablist"] { flex-wrap: wrap !important; row-gap: 0.25rem; overflow: visible !important; }
+[data-testid="stTabs"] [role="tablist"] p { font-size: 1.2rem !important; }
+.lmscope-figtitle { font-size: 1.5rem; font-weight: 600; line-height: 1.3; color: #000; margin: 0.25rem 0 0; }
 </style>
 """
 
@@ -358,6 +372,20 @@ def show_warnings(result: Any) -> None:
 # Figures
 
 
+PLOTLY_HEIGHT = 450  # plotly's height when a figure sets none
+LECTURE_SCALE = 1.4  # lecture mode: figures this much taller
+LECTURE_TITLE_CHARS = 32  # longer figure titles are written above the figure in lecture mode (they wrap there)
+
+
+def plain_text(label: str) -> str:
+    """A plotly label's visible text: tags dropped, entities decoded.
+
+    >>> plain_text("Token 3: the <b>[MASK]</b> &amp; co")
+    'Token 3: the [MASK] & co'
+    """
+    return html.unescape(re.sub(r"<[^>]*>", "", label))
+
+
 def plot_config(name: str) -> dict[str, Any]:
     """Plotly toolbar config: the camera button saves `name` as PNG or SVG (sidebar choice), 2x scale."""
     fmt = st.session_state.get("image_format", "png")
@@ -374,9 +402,12 @@ def show(fig, name: str, *, download: bool = True, **kw) -> None:
     """Render a plotly figure with the download config, plus a 'Download HTML' button whose file is
     only built when clicked (plotly.js alone is ~4.6 MB)."""
     if state.current("lecture", False):  # our sizes, not the Streamlit theme's (which would override them)
-        fig.update_layout(font=dict(size=LECTURE_FONT), title_font=dict(size=LECTURE_TITLE_FONT))
-        if fig.layout.height:
-            fig.update_layout(height=int(fig.layout.height * 1.4))
+        fig.update_layout(font=dict(size=LECTURE_FONT), title_font=dict(size=LECTURE_TITLE_FONT),
+                          height=int((fig.layout.height or PLOTLY_HEIGHT) * LECTURE_SCALE))
+        title = fig.layout.title.text
+        if title and len(plain_text(title)) > LECTURE_TITLE_CHARS:  # would run off a projector-sized figure
+            st.html(f'<div class="lmscope-figtitle">{title}</div>')  # HTML wraps; plotly's subset of tags is HTML
+            fig.update_layout(title_text=None)
         kw.setdefault("theme", None)
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)  # long token labels push the plot area instead of being cut

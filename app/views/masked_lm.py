@@ -94,7 +94,7 @@ def render() -> None:
         return
     tokens = enc.tokens
     picked = _mask_picker(tokens, text, info.mask_token)
-    c1, c2, _ = st.columns([1.3, 1, 3])
+    c1, c2, _ = st.columns([1, 1, 1.5])
     with c1:
         whole_word = state.toggle("Whole words", "wwm", False, help="Mask every piece of a picked word")
     with c2:

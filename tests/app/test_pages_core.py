@@ -282,7 +282,7 @@ def test_lecture_mode_injects_css_and_goes_in_the_url():
     by_key(at, "toggle", "qp_lecture").set_value(True).run()
     ok(at)
     assert at.query_params["lecture"] == "1"
-    assert any("font-size: 22px" in h.proto.body for h in at.get("html"))
+    assert any("stMainBlockContainer" in h.proto.body and "font-size: 1.4rem" in h.proto.body for h in at.get("html"))
     at = ok(app("masked_lm", model="demo/bert-mlm", text="the [MASK] sleeps.", lecture="1"))
     assert charts(at)[0]["layout"]["font"]["size"] == 18  # figures follow: large fonts
     by_key(at, "toggle", "qp_lecture").set_value(False).run()
