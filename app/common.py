@@ -16,9 +16,13 @@ User mistakes come back as `None` after an `st.error`/`st.warning` explaining th
 """
 from __future__ import annotations
 
+import html
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -29,18 +33,30 @@ from model import jobs
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
 
-DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog."
+DEFAULT_TEXT = "The capital of France is Paris."  # when no model is picked (see `page_text` for the rest)
 INSPECTIONS_KEPT = 2  # per session: an inspection holds Q/K of every layer (~37 MB at 512 tokens, 12 x 768)
 IMAGE_FORMATS = ("png", "svg")
 
+# Lecture mode: large type and high contrast that still fits a 1280 x 720 projector. Only text is enlarged
+# (not the root font size, which would scale every rem of Streamlit's paddings and the sidebar with it):
+# slim page margins, navigation labels that wrap instead of being cut, tabs that wrap instead of scrolling.
 LECTURE_CSS = """
 <style>
-html, body, [data-testid="stAppViewContainer"] { font-size: 22px !important; }
 [data-testid="stAppViewContainer"], [data-testid="stSidebar"] { background: #ffffff !important; color: #000000 !important; }
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li, label, .stMarkdown {
-  font-size: 1.25rem !important; color: #000000 !important; font-weight: 500; }
-h1 { font-size: 3rem !important; } h2 { font-size: 2.3rem !important; } h3 { font-size: 1.9rem !important; }
-input, textarea { font-size: 1.3rem !important; color: #000 !important; border: 2px solid #000 !important; }
+[data-testid="stMainBlockContainer"] { padding: 1.25rem 1.5rem 3rem 1.5rem !important; max-width: 100% !important; }
+[data-testid="stMain"] [data-testid="stMarkdownContainer"] p, [data-testid="stMain"] [data-testid="stMarkdownContainer"] li,
+[data-testid="stMain"] label p, [data-testid="stMain"] [data-testid="stWidgetLabel"] p {
+  font-size: 1.4rem !important; color: #000000 !important; font-weight: 500; }
+[data-testid="stSidebar"] [data-testid="stMarkdownContainer"] p, [data-testid="stSidebarNav"] span {
+  font-size: 1.15rem !important; white-space: normal !important; overflow: visible !important; color: #000000 !important; }
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.15rem !important; color: #222 !important; }
+h1 { font-size: 2.4rem !important; padding-top: 0 !important; } h2 { font-size: 1.9rem !important; } h3 { font-size: 1.6rem !important; }
+[data-testid="stMain"] input, [data-testid="stMain"] textarea { font-size: 1.35rem !important; color: #000 !important;
+  border: 2px solid #000 !important; }
+[data-testid="stMain"] button p { font-size: 1.25rem !important; }
+[data-testid="stTabs"] [role="tablist"] { flex-wrap: wrap !important; row-gap: 0.25rem; overflow: visible !important; }
+[data-testid="stTabs"] [role="tablist"] p { font-size: 1.2rem !important; }
+.lmscope-figtitle { font-size: 1.5rem; font-weight: 600; line-height: 1.3; color: #000; margin: 0.25rem 0 0; }
 </style>
 """
 
@@ -157,9 +173,82 @@ def model_names() -> list[str]:
     return [e.name for e in listed_models()]
 
 
-def default_model(prefer: Callable[[ModelEntry], bool] | None = None) -> str | None:
-    """The first listed model `prefer` accepts, else the first listed model."""
+# ---------------------------------------------------------------------------------------------------
+# First screen: which model a page opens on when the link names none, and a text that model reads
+
+# (page url path, model key) -> models to open on, best first. Names not on this disk are skipped; then the
+# first listed model the page's capability test accepts. demo/en-* read everyday English; demo/bert & co.
+# were trained on the toy world (model/train/toyworld.py) and read only its vocabulary.
+PAGE_MODELS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("masked_lm", "model"): ("demo/en-bert", "demo/bert"),
+    ("attention", "model"): ("demo/en-bert", "demo/bert"),
+    ("generation", "model"): ("demo/en-gpt2", "demo/gpt2"),
+    ("compare", "model"): ("demo/en-bert", "demo/bert"),
+    ("compare", "model2"): ("demo/en-gpt2", "demo/gpt2"),
+}
+OTHER_PAGES_MODELS = ("demo/en-bert", "demo/bert")  # Models, Tokenization, Export
+# corpus family -> what a page's text box opens with: "mask" on Masked LM, "prompt" on Generation, else "plain"
+TEXTS: dict[str, dict[str, str]] = {
+    "english": {"plain": DEFAULT_TEXT, "mask": "The capital of France is [MASK].", "prompt": "The capital of France is"},
+    "toyworld": {"plain": "the dog near the cats runs .", "mask": "the dog near the cats [MASK] .",
+                 "prompt": "the girls near the horse"},
+}
+PAGE_TEXT_KIND = {"masked_lm": "mask", "generation": "prompt"}
+_PAGE = "_lmscope_page"  # session_state: the url path of the page this run draws (set by app/main.py)
+
+
+def set_page(url_path: str) -> None:
+    """Called by the frame before a page runs: the page the preference lists and default texts are for."""
+    st.session_state[_PAGE] = url_path
+
+
+def current_page() -> str:
+    return st.session_state.get(_PAGE, "")
+
+
+def corpus_family(name: str | None) -> str:
+    """"toyworld" for a model trained on lmscope's toy world (its training_record.json says so), else
+    "english" (hub models, demo/en-*, models trained on a real corpus, or no record at all)."""
+    if not name:
+        return "english"
+    path = next((Path(e.path) for e in listed_models() if e.name == name), Path(name))
+    try:
+        record = json.loads((path / "training_record.json").read_text(encoding="utf-8"))
+        corpus = record.get("config", {}).get("corpus") if isinstance(record, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return "english"
+    return "toyworld" if corpus == "toyworld" else "english"
+
+
+def page_text(name: str | None, page: str | None = None) -> str:
+    """The text `page`'s box opens with for model `name`: a sentence of the model's corpus (with a mask
+    on Masked LM, a prompt to continue on Generation)."""
+    kind = PAGE_TEXT_KIND.get(current_page() if page is None else page, "plain")
+    return TEXTS[corpus_family(name)][kind]
+
+
+def _follow_text(name: str) -> None:
+    """Open the page's text box on a text `name` reads: when nothing is typed and the link has no text,
+    or the box still holds one of lmscope's default texts (of another model or page). A text the user
+    typed, or a link's text on the session's first screen, is kept."""
+    want = page_text(name)
+    shown = state.current("text")
+    if shown is None or (shown != want and shown in DEFAULT_TEXTS and state.remembered("text") is not None):
+        state.preset("text", want)
+
+
+DEFAULT_TEXTS = {t for kinds in TEXTS.values() for t in kinds.values()}
+
+
+def default_model(prefer: Callable[[ModelEntry], bool] | None = None, key: str = "model") -> str | None:
+    """The model a page opens on: the first of its preference list (`PAGE_MODELS`) that is listed and
+    `prefer` accepts, else the first listed model `prefer` accepts, else the first listed model."""
     entries = listed_models()
+    by_name = {e.name: e for e in entries}
+    wanted = PAGE_MODELS.get((current_page(), key), OTHER_PAGES_MODELS)
+    for name in wanted:
+        if name in by_name and (prefer is None or prefer(by_name[name])):
+            return name
     for e in entries:
         if prefer is None or prefer(e):
             return e.name
@@ -212,7 +301,10 @@ def pick_model(key: str = "model", label: str = "Model", prefer: Callable[[Model
                       "train one on the Train page, or fill the Hugging Face cache.")
         return None
     with st.sidebar if sidebar else st.container():
-        return state.selectbox(label, key, options, default_model(prefer))
+        name = state.selectbox(label, key, options, default_model(prefer, key))
+    if key == "model":
+        _follow_text(name)
+    return name
 
 
 def load_picked(name: str, need: str | None = None) -> LoadedModel | None:
@@ -280,6 +372,20 @@ def show_warnings(result: Any) -> None:
 # Figures
 
 
+PLOTLY_HEIGHT = 450  # plotly's height when a figure sets none
+LECTURE_SCALE = 1.4  # lecture mode: figures this much taller
+LECTURE_TITLE_CHARS = 32  # longer figure titles are written above the figure in lecture mode (they wrap there)
+
+
+def plain_text(label: str) -> str:
+    """A plotly label's visible text: tags dropped, entities decoded.
+
+    >>> plain_text("Token 3: the <b>[MASK]</b> &amp; co")
+    'Token 3: the [MASK] & co'
+    """
+    return html.unescape(re.sub(r"<[^>]*>", "", label))
+
+
 def plot_config(name: str) -> dict[str, Any]:
     """Plotly toolbar config: the camera button saves `name` as PNG or SVG (sidebar choice), 2x scale."""
     fmt = st.session_state.get("image_format", "png")
@@ -296,9 +402,12 @@ def show(fig, name: str, *, download: bool = True, **kw) -> None:
     """Render a plotly figure with the download config, plus a 'Download HTML' button whose file is
     only built when clicked (plotly.js alone is ~4.6 MB)."""
     if state.current("lecture", False):  # our sizes, not the Streamlit theme's (which would override them)
-        fig.update_layout(font=dict(size=LECTURE_FONT), title_font=dict(size=LECTURE_TITLE_FONT))
-        if fig.layout.height:
-            fig.update_layout(height=int(fig.layout.height * 1.4))
+        fig.update_layout(font=dict(size=LECTURE_FONT), title_font=dict(size=LECTURE_TITLE_FONT),
+                          height=int((fig.layout.height or PLOTLY_HEIGHT) * LECTURE_SCALE))
+        title = fig.layout.title.text
+        if title and len(plain_text(title)) > LECTURE_TITLE_CHARS:  # would run off a projector-sized figure
+            st.html(f'<div class="lmscope-figtitle">{title}</div>')  # HTML wraps; plotly's subset of tags is HTML
+            fig.update_layout(title_text=None)
         kw.setdefault("theme", None)
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)  # long token labels push the plot area instead of being cut

@@ -436,18 +436,29 @@ def tokenization_stats(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> pd.D
 
 def mask_bars(mask: MaskPrediction, tokens: Sequence[Token], truth: str | None = None) -> go.Figure:
     """Top-k predictions at one mask as horizontal bars, best on top; `truth` (the token that was
-    masked, when known) is drawn in orange."""
+    masked, when known) is drawn in orange. When the mask's `target` (the hidden token, from
+    `inspect(mask_targets=...)`) is not among them, it gets a bar of its own under a gap, labelled with
+    its rank over the whole vocabulary."""
     preds = mask.predictions
+    truth = truth if truth is not None else (mask.target.token if mask.target is not None else None)
     colors = [TRUTH_COLOR if truth is not None and p.token == truth else (TOP_COLOR if i == 0 else OTHER_COLOR)
               for i, p in enumerate(preds)]
+    labels = [f"{i + 1}. {esc(p.token)}" for i, p in enumerate(preds)]
+    xs = [p.prob for p in preds]
+    t = mask.target
+    outside = t is not None and mask.target_rank is not None and all(p.id != t.id for p in preds)
+    if outside:  # a blank row, then the hidden token at its rank
+        labels += ["⋮", f"{mask.target_rank}. {esc(t.token)}"]
+        xs += [None, t.prob]
+        colors += [OTHER_COLOR, TRUTH_COLOR]
     fig = go.Figure(go.Bar(
-        x=[p.prob for p in preds], y=[f"{i + 1}. {esc(p.token)}" for i, p in enumerate(preds)], orientation="h",
-        marker=dict(color=colors), text=[f"{p.prob:.1%}" for p in preds], textposition="outside",
-        hovertemplate="%{y}: %{x:.4f}<extra></extra>", name=f"mask {mask.position}",
+        x=xs, y=labels, orientation="h",
+        marker=dict(color=colors), text=[("" if x is None else f"{x:.1%}" if x >= 0.001 else f"{x:.1e}") for x in xs],
+        textposition="outside", hovertemplate="%{y}: %{x:.4g}<extra></extra>", name=f"mask {mask.position}",
     ))
     ctx = _context(tokens, mask.position)
     title = f"Token {mask.position}: {ctx}" + (f" (was {esc(truth)})" if truth else "")
-    fig.update_layout(title=title, height=int(90 + 26 * len(preds)), margin=dict(l=10, r=40, t=50, b=10),
+    fig.update_layout(title=title, height=int(90 + 26 * len(labels)), margin=dict(l=10, r=40, t=50, b=10),
                       xaxis=dict(title="probability", range=[0, max([p.prob for p in preds] + [0.01]) * 1.2]),
                       yaxis=dict(autorange="reversed", type="category"))
     return fig

@@ -51,13 +51,32 @@ def show_token(piece: str) -> str:
     return piece.replace("Ġ", "␣").replace("Ċ", "⏎").replace("\n", "⏎").replace("▁", "␣") or "∅"
 
 
-def label(piece: str) -> str:
-    """`show_token`, escaped for plotly (which renders a subset of HTML in labels: `<b>` must stay text).
+def plotly_text(text: str) -> str:
+    """Text escaped once for plotly, which renders a subset of HTML in labels (`<b>` must stay text) but
+    decodes only a few named entities: quotes stay quotes (`&quot;` would be shown as is).
 
-    >>> label("<b>")
-    '&lt;b&gt;'
+    >>> plotly_text('<b>"hi"</b> & 1')
+    '&lt;b&gt;"hi"&lt;/b&gt; &amp; 1'
     """
-    return html.escape(show_token(piece), quote=True)
+    return html.escape(text, quote=False)
+
+
+def label(piece: str) -> str:
+    """`show_token`, escaped for plotly (`plotly_text`).
+
+    >>> label("<b>"), label('"')
+    ('&lt;b&gt;', '"')
+    """
+    return plotly_text(show_token(piece))
+
+
+def phrase(pieces: str) -> str:
+    """Joined token pieces as the text they spell: word-start markers become spaces (the first dropped).
+
+    >>> phrase("ĠsingĠ.Ġthe" + "y")
+    'sing . they'
+    """
+    return pieces.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "⏎").strip() or show_token(pieces)
 
 
 def _unique(labels: Sequence[str]) -> list[str]:
@@ -80,6 +99,16 @@ def _short(piece: str, limit: int = 0) -> str:
     s = show_token(piece)
     limit = limit or TICK_CHARS
     return s if len(s) <= limit else s[:max(1, limit - 1)] + "…"
+
+
+def _fit(piece: str, limit: int, room: float, size: float) -> str:
+    """`_short(piece, k)` for the largest k <= limit whose text fits `room` px at `size` (at least one
+    character and the ellipsis): wide (CJK) characters take two narrow ones' room."""
+    for k in range(limit, 1, -1):
+        s = _short(piece, k)
+        if _text_px(s, size) <= room:
+            return s
+    return _short(piece, 2)
 
 
 def _text_px(text: str, size: float) -> float:
@@ -132,8 +161,9 @@ def stage_geometry(tick_labels: Sequence[str], font_size: int = BASE_FONT) -> St
 
 def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], list[str]], top_n: int = 15,
                  font_size: int = BASE_FONT) -> go.Figure:
-    """One row per pipeline stage: the `top_n` tokens in the order the previous stage ranked them, bars
-    at this stage's probability; tokens this stage removed are grey ghosts at their previous probability,
+    """One row per pipeline stage: the `top_n` tokens in the order the previous stage ranked them (only
+    tokens still in the running: after a filter cut the distribution to k tokens, the later rows have at
+    most k bars), bars at this stage's probability; tokens this stage removed are grey ghosts at their previous probability,
     and a dashed line marks the cut-off. names(ids) -> token strings.
 
     Every row gets a fixed pixel budget (`stage_geometry`): its title sits in the gap above its bars, under
@@ -149,7 +179,7 @@ def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], lis
     n = min(top_n, vocab)
     rows, prev = [], stages[0].probs
     for stage in stages:
-        order = np.argsort(-prev, kind="stable")[:n]  # (n,) ids, ranked by the distribution this stage received
+        order = _ranked(prev, n)  # (<= n,) ids, ranked by the distribution this stage received
         pieces = names(order.tolist())
         rows.append((stage, order, prev, pieces))
         prev = stage.probs
@@ -161,7 +191,7 @@ def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], lis
     for row, (stage, order, before_all, pieces) in enumerate(rows, start=1):
         before, after = before_all[order], stage.probs[order]  # (n,), (n,)
         kept = after > 0
-        ticks = _unique([html.escape(_short(p), quote=True) for p in pieces])
+        ticks = _unique([plotly_text(_short(p)) for p in pieces])
         full = [label(p) for p in pieces]
         fig.add_trace(go.Bar(x=ticks, y=np.where(kept, after, 0.0), marker_color=KEPT_COLOR, name="kept",
                              legendgroup="kept", showlegend=row == 1,
@@ -185,10 +215,17 @@ def stage_figure(stages: Sequence[FilterStage], names: Callable[[list[int]], lis
     return fig
 
 
+def _ranked(probs: np.ndarray, n: int) -> np.ndarray:
+    """The ids of the `n` most probable tokens among those with p > 0 (tokens an earlier filter removed
+    are not candidates any more: they are not drawn), best first, ties by id."""
+    alive = np.flatnonzero(probs > 0)
+    return alive[np.argsort(-probs[alive], kind="stable")][:n]
+
+
 def _first_cut_row(stages: Sequence[FilterStage], n: int) -> int:
     prev = stages[0].probs
     for row, s in enumerate(stages, start=1):
-        order = np.argsort(-prev, kind="stable")[:n]
+        order = _ranked(prev, n)
         if (s.probs[order] <= 0).any():
             return row
         prev = s.probs
@@ -196,7 +233,9 @@ def _first_cut_row(stages: Sequence[FilterStage], n: int) -> int:
 
 
 def candidates_figure(candidates: Sequence[Prediction], pick: Prediction | None = None, title: str = "") -> go.Figure:
-    """Bar chart of candidate tokens (best first); the picked token in red."""
+    """Bar chart of candidate tokens (best first); the picked token in red. Candidates the filters removed
+    (p = 0) are left out."""
+    candidates = [c for c in candidates if c.prob > 0 or (pick is not None and c.id == pick.id)]
     labels = _unique([label(c.token) for c in candidates])
     colors = [PICK_COLOR if pick is not None and c.id == pick.id else KEPT_COLOR for c in candidates]
     fig = go.Figure(go.Bar(x=labels, y=[c.prob for c in candidates], marker_color=colors,
@@ -208,10 +247,11 @@ def candidates_figure(candidates: Sequence[Prediction], pick: Prediction | None 
 
 
 def step_table(steps: Sequence[GenerationStep], top: int = 3) -> list[dict]:
-    """Rows for a table: step, picked token, its probability, and the runner-up candidates."""
+    """Rows for a table: step, picked token, its probability, and the runner-up candidates that survived
+    the filters (p > 0)."""
     rows = []
     for i, s in enumerate(steps, start=1):
-        others = [c for c in s.candidates if c.id != s.pick.id][:top]
+        others = [c for c in s.candidates if c.id != s.pick.id and c.prob > 0][:top]
         rows.append({"step": i, "token": show_token(s.pick.token), "p": round(s.pick.prob, 4),
                      "alternatives": ", ".join(f"{show_token(c.token)} {c.prob:.3f}" for c in others)})
     return rows
@@ -278,12 +318,21 @@ class TreeGeometry:
     bottom: float
     pad_above: float  # rows of room above the first row (its labels) ...
     pad_below: float  # ... and under the last one
+    column: float = 0.0  # px between two steps
+    font: int = BASE_FONT
 
     def height(self, rows: int) -> int:
         return int(math.ceil(self.top + self.bottom + self.row * (rows - 1 + self.pad_above + self.pad_below)))
 
+    def label_chars(self, span: int) -> int:
+        """Characters a label may have on a branch `span` steps long (`chars` for one step)."""
+        if span <= 1 or not self.column:
+            return self.chars
+        r = TREE_MARKER / 2 / 0.8 + 1
+        return int(max(self.chars, min(TICK_CHARS * span, (span * self.column - r - 14) // (0.62 * self.font))))
 
-def tree_geometry(steps: int, font_size: int = BASE_FONT, width_px: float = TREE_WIDTH_PX) -> TreeGeometry:
+
+def tree_geometry(steps: float, font_size: int = BASE_FONT, width_px: float = TREE_WIDTH_PX) -> TreeGeometry:
     """Each label is written above the branch that leads to its node, ending just left of the marker
     (textposition "top left": plotly puts it r = radius / 0.8 + 1 px from the centre): a row must hold the
     label (about 1.05 em over its baseline, which is r + 0.25 em above the centre), the thick best-path line
@@ -293,23 +342,80 @@ def tree_geometry(steps: int, font_size: int = BASE_FONT, width_px: float = TREE
     row = math.ceil(r + 1.3 * fs + 8)
     column = width_px / (steps + 0.6)  # px between two steps; the x range is [-0.3, steps + 0.3]
     chars = int(max(3, min(TICK_CHARS, (column - r - 14) // (0.62 * fs))))
-    return TreeGeometry(row=row, chars=chars, top=LINE * fs + 20, bottom=2 * LINE * fs + 30, pad_above=1.0, pad_below=0.6)
+    return TreeGeometry(row=row, chars=chars, top=LINE * fs + 20, bottom=2 * LINE * fs + 30, pad_above=1.0, pad_below=0.6,
+                        column=column, font=fs)
 
 
-def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), font_size: int = BASE_FONT) -> go.Figure:
+def compact_tree(nodes: Sequence[BeamNode], best_path: Sequence[int] = ()) -> list[BeamNode]:
+    """The part of a beam-search tree a reader can follow: only the ancestry of the final beams (returned
+    hypotheses, the beams still alive at the last step, and the best path), and every run of tokens
+    without a branch merged into one node (its tokens joined, its last node's id, step, score and status),
+    so each label says a phrase instead of one shortened token. Pruned and ended side branches are left
+    out: `beam_tree_figure(nodes)` of the full list draws them.
+
+    >>> t = [BeamNode(0, -1, 0, "p", -1, 0.0, "kept"), BeamNode(1, 0, 1, "Ġa", 1, -1.0, "kept"),
+    ...      BeamNode(2, 0, 1, "Ġb", 2, -2.0, "pruned"), BeamNode(3, 1, 2, "Ġcat", 3, -1.5, "finished")]
+    >>> [(n.id, n.parent, n.token) for n in compact_tree(t)]
+    [(0, -1, 'p'), (3, 0, 'ĠaĠcat')]
+    """
+    if not nodes:
+        return []
+    by_id = {nd.id: nd for nd in nodes}
+    last = max(nd.step for nd in nodes)
+    ends = {nd.id for nd in nodes if nd.status == "finished" or (nd.step == last and nd.status != "pruned")}
+    ends |= {i for i in best_path[-1:] if i in by_id}
+    keep: set[int] = set()
+    for i in ends:
+        while i in by_id and i not in keep:
+            keep.add(i)
+            i = by_id[i].parent
+    kids: dict[int, int] = {}
+    for i in keep:
+        kids[by_id[i].parent] = kids.get(by_id[i].parent, 0) + 1
+    merged: dict[int, BeamNode] = {}
+    for nd in sorted((by_id[i] for i in keep), key=lambda nd: (nd.step, nd.id)):  # parents first
+        p = merged.get(nd.parent)
+        if p is not None and p.parent != -1 and kids.get(nd.parent) == 1 and nd.parent not in ends:
+            del merged[nd.parent]  # a run without a branch: the parent's tokens go into this node
+            nd = BeamNode(nd.id, p.parent, nd.step, p.token + nd.token, nd.token_id, nd.score, nd.status)
+        merged[nd.id] = nd
+    return sorted(merged.values(), key=lambda nd: nd.id)
+
+
+def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), font_size: int = BASE_FONT,
+                     compact: bool = False) -> go.Figure:
     """The beam-search tree, laid out as a tidy tree (`_tree_layout`): x = generation step, one row per
     leaf, one marker per expanded hypothesis coloured by its fate (kept / pruned / ended / finished).
     Branches are drawn as elbows (down the parent's column, then along the child's row) and each token is
     written on the branch that leads to it, so labels never sit on a marker or on another branch; the
     returned best path is drawn thick. Labels are shortened to fit between two steps (`tree_geometry`); the
     hover text gives the whole token, its cumulative log-probability and its status. The figure is as tall
-    as its rows need at `font_size` (pass LECTURE_FONT in lecture mode)."""
+    as its rows need at `font_size` (pass LECTURE_FONT in lecture mode).
+
+    compact: for `compact_tree`'s nodes: the last step's labels are written right of their markers, whole
+    (up to TICK_CHARS), in room added right of the last step; a merged run's label may use every step
+    its branch spans."""
     if not nodes:
         raise ValueError("no beam-search tree to draw (use the beam strategy)")
     y = _tree_layout(nodes)
     by_id = {nd.id: nd for nd in nodes}
     steps = max(nd.step for nd in nodes)
-    lay = tree_geometry(steps, font_size)
+    right = {nd.id for nd in nodes if compact and nd.step == steps and nd.parent in by_id and by_id[nd.parent].step == steps - 1}
+    extra = 0.0  # steps of room right of the last one, for the labels written there
+    if right:
+        need = max(_text_px(_short(by_id[i].token), font_size) for i in right) + TREE_MARKER + 8
+        extra = need * (steps + 0.6) / max(TREE_WIDTH_PX - need, 1.0)
+    lay = tree_geometry(steps + extra, font_size)
+
+    def text(nd: BeamNode) -> str:
+        if nd.parent not in by_id:
+            return ""
+        if nd.id in right:
+            return plotly_text(_short(nd.token))
+        span = nd.step - by_id[nd.parent].step
+        shown = phrase(nd.token) if compact and span > 1 else nd.token  # a merged run reads as a phrase
+        room = span * lay.column - TREE_MARKER / 2 / 0.8 - 15  # px of branch left of the marker
+        return plotly_text(_fit(shown, lay.label_chars(span), room, font_size))
 
     def elbow(a: BeamNode, b: BeamNode) -> tuple[list, list]:
         return [a.step, a.step, b.step, None], [-y[a.id], -y[b.id], -y[b.id], None]
@@ -337,8 +443,9 @@ def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), f
         fig.add_trace(go.Scatter(
             x=[nd.step for nd in sel], y=[-y[nd.id] for nd in sel], mode="markers+text", name=status,
             marker=dict(color=color, size=TREE_MARKER, line=dict(color="#333", width=0.5)),
-            text=[html.escape(_short(nd.token, lay.chars), quote=True) if nd.parent != -1 else "" for nd in sel],
-            textposition="top left", textfont=dict(size=font_size),
+            text=[text(nd) for nd in sel],
+            textposition=["middle right" if nd.id in right else "top left" for nd in sel] if right else "top left",
+            textfont=dict(size=font_size),
             customdata=[[label(nd.token) if nd.parent != -1 else "prompt", nd.score, nd.id] for nd in sel],
             hovertemplate="<b>%{customdata[0]}</b><br>step %{x}: " + status
                           + "<br>cumulative log p = %{customdata[1]:.3f}<br>node %{customdata[2]}<extra></extra>"))
@@ -347,7 +454,7 @@ def beam_tree_figure(nodes: Sequence[BeamNode], best_path: Sequence[int] = (), f
                       margin=dict(t=round(lay.top), b=round(lay.bottom), l=10, r=10),
                       xaxis=dict(title="step", tickmode="array", tickvals=list(range(steps + 1)),
                                  ticktext=["prompt"] + [str(i) for i in range(1, steps + 1)],
-                                 range=[-0.3, steps + 0.3], showgrid=False, zeroline=False),
+                                 range=[-0.3, steps + 0.3 + extra], showgrid=False, zeroline=False),
                       yaxis=dict(visible=False, range=[-(rows - 1) - lay.pad_below, lay.pad_above], fixedrange=True),
                       legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=0, xanchor="left"))
     return fig

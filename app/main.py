@@ -53,6 +53,7 @@ def pages() -> list:
 st.set_page_config(page_title="lmscope", layout="wide")
 state.begin()
 page = st.navigation(pages(), position="sidebar")
+common.set_page(page.url_path)  # the page's first-screen model and text (common.PAGE_MODELS)
 try:
     if page.url_path not in ENGINE_FREE:
         common.engine()

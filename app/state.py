@@ -182,6 +182,17 @@ def forget_on_change(key: str, *watched: Any) -> None:
     ss[mark] = watched
 
 
+def remembered(key: str) -> Any:
+    """This session's stored value of `key` (None if the session never bound it; the URL is not read)."""
+    return st.session_state.get(_VALUE + key)
+
+
+def preset(key: str, value: Any) -> None:
+    """Give a bound widget `value` before it is drawn this run (as if the user had set it)."""
+    st.session_state[_VALUE + key] = value
+    _seed(key, value)
+
+
 def current(key: str, default: Any = None) -> Any:
     """The value a bound widget shows right now (its state if drawn before, else `get`)."""
     wk = widget_key(key)
@@ -251,6 +262,19 @@ def multiselect(label: str, key: str, options: Sequence[Any], default: Sequence[
         value = [int(v) for v in value if str(v).lstrip("-").isdigit()]
     st.session_state[widget_key(key)] = [v for v in value if v in options]
     return put(key, list(st.multiselect(label, options, key=widget_key(key), **kw)))
+
+
+def pills(label: str, key: str, options: Sequence[Any], default: Sequence[Any] = (), **kw) -> list:
+    """Clickable pills (several may be on) bound to `key`, like `multiselect`: stored values that are not
+    options are dropped; int options are read back as ints from the URL."""
+    options = list(options)
+    value = current(key, list(default))
+    if not isinstance(value, list):
+        value = list(default)
+    if options and isinstance(options[0], int):
+        value = [int(v) for v in value if str(v).lstrip("-").isdigit()]
+    st.session_state[widget_key(key)] = [v for v in value if v in options]
+    return put(key, list(st.pills(label, options, selection_mode="multi", key=widget_key(key), **kw) or []))
 
 
 def toggle(label: str, key: str, default: bool = False, **kw) -> bool:

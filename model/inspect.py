@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -134,12 +135,16 @@ def inspect(
     logit_lens: bool = False,
     lens_top_k: int = 5,
     summaries: bool = True,
+    mask_targets: Mapping[int, int] | Iterable[tuple[int, int]] = (),
 ) -> Inspection:
     """Run one text (or a sentence pair) through a model and collect everything the views need.
 
     top_k: predictions kept per mask / position. pll: masked-LM pseudo-log-likelihood (one extra
     forward per token, batched). logit_lens: each layer through the LM head (top `lens_top_k`).
     summaries: per-head entropy / distance / special share (one pass over all layers' maps).
+    mask_targets: {character offset in `text` where a mask token starts: id of the token it hides} (or
+    those pairs): each such mask's `MaskPrediction.target` / `target_rank` give that token's probability
+    and rank there, in the top k or not.
     """
     if not 1 <= top_k <= 1000:
         raise InputError(f"top_k must be between 1 and 1000, got {top_k}")
@@ -168,7 +173,7 @@ def inspect(
             result.head_summary = HeadSummary(s["entropy"], s["distance"], s["special_share"], s["max_entropy"])
 
     if "mlm" in info.capabilities:
-        _masked_lm(result, loaded, out, enc, top_k, pll)
+        _masked_lm(result, loaded, out, enc, top_k, pll, dict(mask_targets))
     if "causal" in info.capabilities:
         _causal(result, tok, out, enc, top_k)
     if logit_lens and "lens" in info.capabilities:
@@ -181,14 +186,23 @@ def inspect(
     return result
 
 
-def _masked_lm(result: Inspection, loaded: LoadedModel, out, enc: Encoded, top_k: int, pll: bool) -> None:
+def _masked_lm(result: Inspection, loaded: LoadedModel, out, enc: Encoded, top_k: int, pll: bool,
+               targets: dict[int, int]) -> None:
     tok = loaded.tokenizer
     mask_id = tok.mask_token_id
     positions = [i for i, t in enumerate(enc.tokens) if t.id == mask_id]
     if positions:
         logits = out.logits_at(torch.tensor(positions))[0]  # (masks, vocab)
-        _, ids, probs = _topk(logits, top_k)
-        result.masks = [MaskPrediction(p, _predictions(tok, ids[j], probs[j])) for j, p in enumerate(positions)]
+        logp, ids, probs = _topk(logits, top_k)  # (masks, vocab), (masks, k), (masks, k)
+        result.masks = []
+        for j, p in enumerate(positions):
+            target, rank = None, None
+            t_id = targets.get(enc.tokens[p].start)
+            if t_id is not None and 0 <= int(t_id) < logp.shape[-1]:
+                lp = logp[j, int(t_id)]
+                rank = int((logp[j] > lp).sum()) + 1  # ties share the better rank
+                target = Prediction(tok.convert_ids_to_tokens(int(t_id)), int(t_id), float(lp.exp()))
+            result.masks.append(MaskPrediction(p, _predictions(tok, ids[j], probs[j]), target, rank))
     if pll:
         result.surprisal = pseudo_log_likelihood(loaded, enc)
         result.surprisal_kind = "pll"

@@ -61,13 +61,21 @@ class MaskPrediction:
 
     position:    index into `Inspection.tokens` of the mask token.
     predictions: best first, probabilities over the full vocabulary (they need not sum to 1).
+    target:      the token this mask hid, when the caller said (`inspect(mask_targets=...)`), with its
+                 probability here, whether or not it is in the top k; else None.
+    target_rank: its rank over the whole vocabulary (1 = the best prediction); None without a target.
     """
 
     position: int
     predictions: list[Prediction]
+    target: Prediction | None = None
+    target_rank: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"position": self.position, "predictions": [p.to_json() for p in self.predictions]}
+        out: dict[str, Any] = {"position": self.position, "predictions": [p.to_json() for p in self.predictions]}
+        if self.target is not None:
+            out["target"] = {**self.target.to_json(), "rank": self.target_rank}
+        return out
 
 
 @dataclass(frozen=True)

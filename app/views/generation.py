@@ -42,18 +42,38 @@ def _eos_id(loaded) -> int | None:
 
 
 def _settings(vocab: int) -> dict:
-    """The sampling widgets, in pipeline order; returns generate()'s keyword arguments."""
+    """The sampling widgets, in pipeline order; returns generate()'s keyword arguments. In lecture mode
+    they fold into an expander whose label says the settings, so the figures start on the first screen."""
+    if state.current("lecture", False):
+        with st.expander(f"Sampling settings: {_summary()}"):
+            return _setting_widgets(vocab)
     st.subheader("Sampling settings")
+    return _setting_widgets(vocab)
+
+
+SETTING_DEFAULTS = {"temperature": 1.0, "repetition_penalty": 1.0, "top_k": 0, "top_p": 0.9, "typical_p": 1.0,
+                    "min_p": 0.0, "new_tokens": 20, "beams": 4}
+SETTING_OFF = {"repetition_penalty": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
+
+
+def _summary() -> str:
+    """The settings in a few words: temperature, the filters that are on, tokens and beams."""
+    v = {k: state.current(k, d) for k, d in SETTING_DEFAULTS.items()}
+    on = [f"{k.replace('_', '-')} {v[k]:g}" for k, off in SETTING_OFF.items() if v[k] != off]
+    return ", ".join([f"temperature {v['temperature']:g}", *on, f"{v['new_tokens']} tokens", f"{v['beams']} beams"])
+
+
+def _setting_widgets(vocab: int) -> dict:
     c = st.columns(3)
     with c[0]:
-        temperature = state.slider("Temperature", "temperature", 0.05, 3.0, 1.0, step=0.05,
+        temperature = state.slider("Temperature", "temperature", 0.05, 3.0, SETTING_DEFAULTS["temperature"], step=0.05,
                                    help="Divides the logits: < 1 sharpens the distribution, > 1 flattens it")
         repetition_penalty = state.slider("Repetition penalty", "repetition_penalty", 1.0, 3.0, 1.0, step=0.05,
                                           help="Pushes down tokens already in the text (1 = off)")
     with c[1]:
         top_k = state.number_input("Top-k (0 = off)", "top_k", 0, vocab, 0, help="Keep only the k most probable tokens")
         # default 0.9, not off: greedy decoding loops on small models and plain sampling wanders off
-        top_p = state.slider("Top-p (nucleus)", "top_p", 0.05, 1.0, 0.9, step=0.05,
+        top_p = state.slider("Top-p (nucleus)", "top_p", 0.05, 1.0, SETTING_DEFAULTS["top_p"], step=0.05,
                              help="Keep the smallest set of best tokens whose mass reaches p (1 = off)")
     with c[2]:
         typical_p = state.slider("Typical-p", "typical_p", 0.05, 1.0, 1.0, step=0.05,
@@ -64,9 +84,9 @@ def _settings(vocab: int) -> dict:
     with c[0]:
         seed = state.number_input("Seed", "seed", 0, 2**31 - 1, 0, help="Same seed and settings, same sample")
     with c[1]:
-        new_tokens = state.slider("New tokens", "new_tokens", 1, 64, 20)
+        new_tokens = state.slider("New tokens", "new_tokens", 1, 64, SETTING_DEFAULTS["new_tokens"])
     with c[2]:
-        beams = state.slider("Beams (beam search)", "beams", 1, 8, 4)
+        beams = state.slider("Beams (beam search)", "beams", 1, 8, SETTING_DEFAULTS["beams"])
     return dict(temperature=temperature, top_k=int(top_k), top_p=top_p, typical_p=typical_p, min_p=min_p,
                 repetition_penalty=repetition_penalty, seed=int(seed), max_new_tokens=int(new_tokens), num_beams=int(beams))
 
@@ -216,7 +236,13 @@ def _beam_tree(results: dict | None) -> None:
                 "beams, **ended** ones stopped (end of text or length) without being returned, **finished** ones "
                 "are returned; the thick line is the best.")
     path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
-    common.show(F.beam_tree_figure(r.beam_tree, path, font_size=_font()), "beam-tree")
+    full = st.toggle(f"Every hypothesis ({len(r.beam_tree)} nodes)", key="gen_full_tree",
+                     help="Off: only the final beams' ancestry, each run of tokens without a branch as one label")
+    nodes = r.beam_tree if full else F.compact_tree(r.beam_tree, path)
+    if not full:
+        st.caption(f"The final beams and where they branched ({len(nodes)} of {len(r.beam_tree)} nodes); pruned and "
+                   "ended side branches are hidden: switch on 'Every hypothesis' to see them.")
+    common.show(F.beam_tree_figure(nodes, path, font_size=_font(), compact=not full), "beam-tree")
 
 
 def _attention(loaded, prompt: str, stepped: str, results: dict | None) -> None:

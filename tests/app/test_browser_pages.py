@@ -299,6 +299,8 @@ def test_tokenization_page_cuts_new_text_with_several_tokenizers(page, server):
 
 
 def test_attention_page_draws_512_tokens_and_follows_the_sliders(page, server, long_model, record_property):
+    from playwright.sync_api import expect
+
     from bench.engine import text_of
 
     # Warm-up: the first visit loads the 12 x 12 model into the server (cached for every session) and the
@@ -346,8 +348,6 @@ def test_attention_page_draws_512_tokens_and_follows_the_sliders(page, server, l
     shoot(page, "attention", at=page.locator(".st-key-fig_attention-heatmap"))
 
     # bertviz's neuron view of the same head, drawn inside its iframe from lmscope's queries and keys, offline.
-    from playwright.sync_api import expect
-
     from model.inspect import neuron_data
     from model.load import load_model
 
@@ -385,10 +385,12 @@ def test_attention_page_draws_512_tokens_and_follows_the_sliders(page, server, l
     assert heading_right > 0 and softmax_right <= vis_right + 1 and vis_right <= frame_width, edges
     shoot(page, "attention-neuron", at=page.locator("iframe").first, then=expand_run)
 
-    # lecture mode: larger type, the all-heads explanation on a line of its own, all clear of the column labels
+    # lecture mode: larger type, the all-heads explanation on a line of its own, all clear of the column labels;
+    # the heatmap's long title is written above the figure, where it wraps (app.common.show)
     open_page(page, server, "attention", model="demo/bert", text=AGREEMENT, lecture="1", **AGREEMENT_HEAD)
-    page.wait_for_function(HEATMAP_DRAWN, arg=["fig_attention-heatmap", f"Layer {layer_no}, head {head_no}:", n],
-                           polling="raf", timeout=60_000)
+    page.wait_for_function(HEATMAP_DRAWN.replace("return !!t && t.textContent.startsWith(title) &&", "return"),
+                           arg=["fig_attention-heatmap", "", n], polling="raf", timeout=60_000)
+    expect(page.locator(".lmscope-figtitle").first).to_contain_text(f"Layer {layer_no}, head {head_no}:")
     wait_all_heads(page)
     assert page.locator(".st-key-fig_attention-all-heads .annotation-text").count() == 1  # the note line
     assert_title_clear(page, "fig_attention-all-heads")
@@ -425,7 +427,8 @@ def test_lecture_mode_enlarges_the_masked_lm_page(page, server):
 
     key = f"fig_masked-lm-{MASK_POS}"
     open_page(page, server, "masked_lm", model="demo/bert", text=MASKED, topk="5", lecture="1")
-    wait_chart(page, key, BARS, 5, title=f"Token {MASK_POS}:")
+    wait_chart(page, key, BARS, 5)
+    expect(page.locator(".lmscope-figtitle").first).to_contain_text(f"Token {MASK_POS}:")  # above it, where it wraps
     expect(page.get_by_role("switch", name="Lecture mode")).to_be_checked()
     sizes = page.evaluate("(k) => { const l = document.querySelector('.st-key-' + k + ' .js-plotly-plot').layout;"
                           " return [l.font.size, l.title.font.size]; }", key)

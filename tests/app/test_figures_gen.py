@@ -55,12 +55,13 @@ def test_stage_figure_matches_the_pipeline(gpt2, cfg):
     by_row = rows_of(fig, len(stages))
     prev = stages[0].probs
     for row, s in enumerate(stages, start=1):
-        order = np.argsort(-prev, kind="stable")[:12]
+        alive = np.flatnonzero(prev > 0)  # tokens an earlier stage removed are not drawn again
+        order = alive[np.argsort(-prev[alive], kind="stable")][:12]
         kept_bar = by_row[row][0]
         assert [int(c[0]) for c in kept_bar.customdata] == order.tolist()
         first = gpt2.tokenizer.convert_ids_to_tokens(int(order[0]))
         assert kept_bar.customdata[0][2] == F.label(first)  # the hover text: the whole token
-        assert kept_bar.x[0].replace("\u200b", "") == html.escape(F._short(first))  # the tick: maybe shortened
+        assert kept_bar.x[0].replace("\u200b", "") == html.escape(F._short(first), quote=False)  # the tick: maybe shortened
         np.testing.assert_allclose(kept_bar.y, np.where(s.probs[order] > 0, s.probs[order], 0), rtol=1e-6)
         removed = s.probs[order] == 0
         if removed.any():  # ghosts stand at the probability the token had before this stage
@@ -185,13 +186,49 @@ def test_stage_figure_follows_temperature(gpt2):
         F.stage_figure([], names_of(gpt2))
 
 
+def test_stage_rows_after_a_cut_show_only_surviving_tokens_escaped_once():
+    """After top-k keeps 3 tokens, the next rows draw those 3 (not 12 with zero-probability fillers), and a
+    token spelled `"` is written as a quote, not `&quot;` (plotly shows that entity as is)."""
+    from model.results import FilterStage
+
+    vocab = 40
+    probs = np.linspace(1.0, 0.1, vocab).astype(np.float32)
+    probs /= probs.sum()
+    top3 = np.where(np.arange(vocab) < 3, probs, 0).astype(np.float32)
+    top3 /= top3.sum()
+    hot = (top3 ** 2) / (top3 ** 2).sum()
+    stages = [FilterStage("input", {}, probs, vocab), FilterStage("top_k", {"top_k": 3}, top3, 3),
+              FilterStage("temperature", {"temperature": 0.5}, hot.astype(np.float32), 3)]
+    names = lambda ids: ['"' if i == 1 else "<b>" if i == 2 else f"t{i}" for i in ids]  # noqa: E731
+    fig = F.stage_figure(stages, names, top_n=12)
+    rows = rows_of(fig, 3)
+    assert len(rows[1][0].x) == 12 and len(rows[2][0].x) == 12  # the cut row shows what it removed (ghosts)
+    assert len(rows[3][0].x) == 3 and len(rows[3]) == 1  # after the cut: the 3 survivors, no ghosts
+    assert [t.replace("\u200b", "") for t in rows[3][0].x] == ["t0", '"', "&lt;b&gt;"]
+    assert all("&quot;" not in t for tr in fig.data for t in tr.x)
+    assert [c[2] for c in rows[3][0].customdata] == ["t0", '"', "&lt;b&gt;"]
+
+
+def test_step_table_lists_only_alternatives_that_survived_the_filters():
+    from model.results import GenerationStep
+
+    step = GenerationStep(pick=Prediction("Ġcat", 5, 0.7),
+                          candidates=[Prediction("Ġcat", 5, 0.7), Prediction("Ġdog", 6, 0.3), Prediction("$", 7, 0.0),
+                                      Prediction("!", 8, 0.0)])
+    (row,) = F.step_table([step])
+    assert row["alternatives"] == "␣dog 0.300"
+    fig = F.candidates_figure(step.candidates, step.pick)
+    assert list(fig.data[0].x) == ["␣cat", "␣dog"]
+
+
 def test_candidates_figure_marks_the_pick(gpt2):
     r = generate(gpt2, "the quick", strategy="sample", max_new_tokens=3, seed=1, top_k=8)
     for step in r.steps:
         fig = F.candidates_figure(step.candidates, step.pick)
         colors = list(fig.data[0].marker.color)
-        assert [c.prob for c in step.candidates] == list(fig.data[0].y)
-        picked = [i for i, c in enumerate(step.candidates) if c.id == step.pick.id]
+        assert [c.prob for c in step.candidates if c.prob > 0 or c.id == step.pick.id] == list(fig.data[0].y)
+        shown = [c for c in step.candidates if c.prob > 0 or c.id == step.pick.id]
+        picked = [i for i, c in enumerate(shown) if c.id == step.pick.id]
         assert [i for i, c in enumerate(colors) if c == F.PICK_COLOR] == picked
     rows = F.step_table(r.steps)
     assert [row["token"] for row in rows] == [F.show_token(s.pick.token) for s in r.steps]
@@ -240,7 +277,7 @@ def wide_tree(fanout: int = 6, depth: int = 3) -> list:
     return nodes
 
 
-def check_tree_geometry(fig, nodes, font: int) -> None:
+def check_tree_geometry(fig, nodes, font: int, compact: bool = False) -> None:
     """The beam tree's pixel geometry: rows far enough apart for a label over a branch, labels narrower than
     a step, branches drawn as elbows (no slanted line through a label), hover text with everything."""
     y = F._tree_layout(nodes)
@@ -262,13 +299,22 @@ def check_tree_geometry(fig, nodes, font: int) -> None:
     assert sum(len(t.x) for t in markers) == len(nodes)
     by_id = {n.id: n for n in nodes}
     for t in markers:
-        assert t.textposition == "top left"  # on the branch that leads to the node, left of its marker
+        positions = [t.textposition] * len(t.x) if isinstance(t.textposition, str) else list(t.textposition)
         assert "%{customdata[0]}" in t.hovertemplate and "log p" in t.hovertemplate and t.name in t.hovertemplate
-        for text, (full, score, node) in zip(t.text, t.customdata):
+        for text, (full, score, node), pos in zip(t.text, t.customdata, positions):
             n = by_id[node]
             assert full == (F.label(n.token) if n.parent != -1 else "prompt") and score == n.score
-            assert em_width(text) * font + F.TREE_MARKER < step_px, text  # the label fits in its step
-            assert html.unescape(text).rstrip("…") in html.unescape(full) or n.parent == -1
+            span = n.step - by_id[n.parent].step if n.parent in by_id else 1  # steps the branch to it spans
+            if pos == "middle right":  # compact trees: a last step's label, right of its marker, in added room
+                assert compact and n.step == max(m.step for m in nodes)
+                assert (x1 - n.step) * step_px >= em_width(text) * font + F.TREE_MARKER, text
+            else:  # on the branch that leads to the node, left of its marker
+                assert pos == "top left"
+                assert em_width(text) * font + F.TREE_MARKER < span * step_px, text  # the label fits its branch
+            if compact and span > 1:  # a merged run: the phrase its pieces spell
+                assert html.unescape(text).rstrip("…") in F.phrase(n.token)
+            else:
+                assert html.unescape(text).rstrip("…") in html.unescape(full) or n.parent == -1
     for trace in fig.data[:2]:  # the edges and the best path: only horizontal and vertical segments
         pts = list(zip(trace.x, trace.y))
         for (ax, ay), (bx, by) in zip(pts, pts[1:]):
@@ -288,6 +334,39 @@ def test_beam_tree_rows_leave_room_for_labels(gpt2, font):
     assert (best.x[-1], best.y[-1]) == (3, -F._tree_layout(tree)[19])  # the thick line ends on the finished leaf
     deep = wide_tree(fanout=3, depth=12)  # 12 steps: labels shortened to fit, hover keeps them whole
     check_tree_geometry(F.beam_tree_figure(deep, font_size=font), deep, font)
+
+
+@pytest.mark.parametrize("font", [F.BASE_FONT, F.LECTURE_FONT])
+def test_compact_beam_tree_is_the_final_beams_ancestry_and_readable(gpt2, font):
+    """20 tokens x 4 beams (the page's defaults): the compact tree keeps every returned hypothesis and the
+    beams alive at the end with their whole ancestry, merges runs without a branch into phrases, and is a
+    fraction of the full tree's height; its labels pass the same geometry check."""
+    r = generate(gpt2, "the dogs", strategy="beam", num_beams=4, max_new_tokens=20)
+    path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
+    full = F.beam_tree_figure(r.beam_tree, path, font_size=font)
+    nodes = F.compact_tree(r.beam_tree, path)
+    by_id = {n.id: n for n in nodes}
+    assert all(n.parent in by_id for n in nodes if n.parent != -1)  # a tree: every parent kept
+    assert {n.id for n in r.beam_tree if n.status == "finished"} <= set(by_id) and path[-1] in by_id
+    last = max(n.step for n in r.beam_tree)
+    assert {n.id for n in r.beam_tree if n.step == last and n.status != "pruned"} <= set(by_id)
+    assert not any(n.status == "pruned" for n in nodes)
+    original = {n.id: n for n in r.beam_tree}
+    for n in nodes:  # a merged node spells its run: the tokens from its parent (exclusive) down to it
+        run, i = [], n.id
+        while i != n.parent:
+            run.append(original[i].token)
+            i = original[i].parent
+        assert n.token == "".join(reversed(run))
+    fig = F.beam_tree_figure(nodes, path, font_size=font, compact=True)
+    check_tree_geometry(fig, nodes, font, compact=True)
+    assert fig.layout.height < full.layout.height / 3, (fig.layout.height, full.layout.height)
+    best = fig.data[1]  # the best path still ends on the returned hypothesis
+    assert (best.x[-1], best.y[-1]) == (by_id[path[-1]].step, -F._tree_layout(nodes)[path[-1]])
+    tree = wide_tree(fanout=3, depth=12)  # synthetic: long, wide (CJK) and markup tokens, pruned ones dropped
+    small = F.compact_tree(tree)
+    assert not any(n.status == "pruned" for n in small) and len(small) < len(tree)
+    check_tree_geometry(F.beam_tree_figure(small, font_size=font, compact=True), small, font, compact=True)
 
 
 def test_tree_geometry_check_catches_crowded_rows():

@@ -4,6 +4,7 @@ rendered elements (plotly specs, iframes, messages), never a screenshot."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,12 +175,20 @@ def test_masked_lm_accepts_the_other_mask_spelling_for_roberta():
 def test_masked_lm_picking_words_masks_them():
     at = ok(app("masked_lm", model="demo/bert-mlm", text="the dogs near the cat run."))
     assert not charts(at) and any("No mask" in w for w in texts(at, "warning"))
-    by_key(at, "multiselect", "qp_masked").set_value([2, 5]).run()
+    pills = by_key(at, "button_group", "qp_masked")  # the sentence's tokens as clickable pills
+    assert list(pills.options)[:3] == ["the", "dogs", "near"]
+    pills.set_value([2, 5]).run()
     ok(at)
     assert [c.value for c in at.code] == ["the [MASK] near the [MASK] run."]
     specs = charts(at)
     assert len(specs) == 2 and "(was dogs)" in specs[0]["layout"]["title"]["text"]
     assert at.query_params["masked"] == "2,5"
+    # each hidden token's rank over the whole vocabulary and its probability, in the top k or not
+    captions = [c for c in texts(at, "caption") if c.startswith("Hidden token")]
+    assert len(captions) == 2 and all(re.search(r"rank \d+.*p = ", c) for c in captions)
+    # a new text starts with nothing picked (the indices belonged to the old one)
+    by_key(at, "text_area", "qp_text").set_value("the cat sleeps.").run()
+    assert by_key(ok(at), "button_group", "qp_masked").value == [] and "masked" not in at.query_params
 
 
 def test_masked_lm_pair_probability_and_reseeding(tiny_models):
@@ -273,7 +282,7 @@ def test_lecture_mode_injects_css_and_goes_in_the_url():
     by_key(at, "toggle", "qp_lecture").set_value(True).run()
     ok(at)
     assert at.query_params["lecture"] == "1"
-    assert any("font-size: 22px" in h.proto.body for h in at.get("html"))
+    assert any("stMainBlockContainer" in h.proto.body and "font-size: 1.4rem" in h.proto.body for h in at.get("html"))
     at = ok(app("masked_lm", model="demo/bert-mlm", text="the [MASK] sleeps.", lecture="1"))
     assert charts(at)[0]["layout"]["font"]["size"] == 18  # figures follow: large fonts
     by_key(at, "toggle", "qp_lecture").set_value(False).run()

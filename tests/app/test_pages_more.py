@@ -131,6 +131,10 @@ def test_generation_strategies_beam_tree_and_attention(env):
     tree = chart(at, "beam-tree")
     statuses = {t["name"] for t in tree["data"] if t.get("mode") == "markers+text"}
     assert "finished" in statuses
+    shown = lambda fig: sum(len(values(t["x"])) for t in fig["data"] if t.get("mode") == "markers+text")  # noqa: E731
+    assert shown(tree) < len(results["beam"].beam_tree)  # by default the final beams' ancestry only
+    at.toggle(key="gen_full_tree").set_value(True).run()  # the full tree: one click
+    assert shown(chart(at, "beam-tree")) == len(results["beam"].beam_tree)
     at.radio(key="qp_source").set_value("beam").run()
     attn = chart(at, "generated-attention")["data"][0]
     from model.inspect import inspect
