@@ -188,6 +188,26 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_agreement(args):
+    from model.probes import agreement
+
+    m = _load(args.model)
+    r = agreement(m, n=args.n, seed=args.seed, n_examples=args.examples)
+    payload = r.to_json()
+
+    def human():
+        lines = [f"{m.name} ({r.objective}): subject-verb agreement on {int(r.counts[0])} toy-world probes (seed {r.seed})"]
+        lines += [f"  {g:<22} {'-' if c == 0 else f'{a:6.1%}'}  ({c} probes)" for g, a, c in zip(r.groups, r.accuracy, r.counts)]
+        if r.skipped:
+            lines.append(f"  skipped {r.skipped} probes whose verb forms are not one token each")
+        lines += [f"  [{e.kind}] {e.sentence}  ->  prefers '{e.preferred}' ({e.correct} {e.correct_score:.2f} vs "
+                  f"{e.wrong} {e.wrong_score:.2f}){'' if e.ok else '  WRONG'}" for e in r.examples]
+        return "\n".join(lines)
+
+    _emit(args, payload, human)
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -356,6 +376,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--max-new-tokens", type=int, default=20)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_generate)
+
+    sp = sub.add_parser("agreement", help="subject-verb agreement per probe kind (no attractor / same / opposite number)")
+    common(sp, text=False)
+    sp.add_argument("--n", type=int, default=500, help="number of toy-world probes (1-5000)")
+    sp.add_argument("--seed", type=int, default=4242, help="which probes (any seed but the training corpus's 0)")
+    sp.add_argument("--examples", type=int, default=2, help="example probes shown per kind")
+    sp.set_defaults(func=cmd_agreement)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")

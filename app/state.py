@@ -47,6 +47,7 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     probe      str    train                          probe sentence scored at every checkpoint
     opset      int    export                         ONNX opset
     fp16       bool   export                         export fp16 weights
+    probes     int    probes                         number of agreement probes scored
     (on compare, `model` is the masked LM and `model2` the causal model; each page's docstring says more)
 
 Values that do not parse (`layer=abc`) or fall outside a widget's range are replaced by the default or
@@ -65,7 +66,7 @@ KEYS: dict[str, type] = {
     "temperature": float, "top_k": int, "top_p": float, "typical_p": float, "min_p": float,
     "repetition_penalty": float, "new_tokens": int, "beams": int, "mode": str, "source": str, "lens": str,
     "arch": str, "preset": str, "corpus": str, "corpus_path": str, "steps": int, "probe": str, "opset": int,
-    "fp16": bool,
+    "fp16": bool, "probes": int,
 }
 _VALUE = "qv:"  # session_state prefix of remembered values (survive page switches)
 _WIDGET = "qp_"  # session_state prefix of widget keys: `at.text_input(key="qp_text")` in tests

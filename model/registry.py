@@ -17,6 +17,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = PROJECT_ROOT / "assets" / "models"
+DESCRIPTION_FILE = "description.txt"  # optional, in a model folder: one paragraph on what the model is
 
 
 def demo_dir() -> Path:
@@ -39,7 +40,8 @@ def hf_hub_cache() -> Path:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model found on disk. source: "demo" | "trained" | "onnx" | "hf-cache"; note: why it may not load."""
+    """One model found on disk. source: "demo" | "trained" | "onnx" | "hf-cache"; note: why it may not load;
+    description: what the model is, from a `description.txt` in its folder (e.g. how a demo model was trained)."""
 
     name: str
     path: str
@@ -48,6 +50,7 @@ class ModelEntry:
     architecture: str
     size_bytes: int
     note: str = ""
+    description: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,7 +70,11 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
         note = "pickled weights only: convert to safetensors to use it" if any(f.suffix in (".bin", ".pt") for f in files) \
             else "no weights"
     archs = cfg.get("architectures") or [""]
-    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note)
+    try:
+        description = (path / DESCRIPTION_FILE).read_text(encoding="utf-8", errors="replace")[:1000].strip()
+    except OSError:
+        description = ""
+    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note, description)
 
 
 def _dirs_with_config(root: Path) -> list[Path]:

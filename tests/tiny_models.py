@@ -85,3 +85,25 @@ def build(arch: str, out: Path, positions: int = SMALL["positions"]) -> Path:
 
 
 ARCHS = ["bert-mlm", "bert-pretraining", "bert-encoder", "distilbert-mlm", "roberta-mlm", "albert-pretraining", "gpt2"]
+
+
+def build_toyworld(arch: str, out: Path) -> Path:
+    """A tiny random "gpt2" or "bert-mlm" whose tokenizer was trained on toy-world text, so that the verb
+    forms of agreement probes are one token each (as in the demo models). Saved under out/toyworld-<arch>."""
+    from model.train.toyworld import generate_corpus
+
+    torch.manual_seed(0)
+    sents = [s for d in generate_corpus(400, seed=5) for s in d]
+    tok = train_tokenizer(arch.split("-")[0], sents, 1200, max_length=SMALL["positions"])
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=SMALL["hidden"], n_layer=SMALL["layers"],
+                                           n_head=SMALL["heads"], n_positions=SMALL["positions"],
+                                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    elif arch == "bert-mlm":
+        model = BertForMaskedLM(_bert_config(tok, SMALL["positions"]))
+    else:
+        raise KeyError(arch)
+    path = out / f"toyworld-{arch}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -112,7 +112,8 @@ def render() -> None:
     st.markdown("#### Models on this disk")
     if entries:
         st.dataframe(pd.DataFrame([{"name": e.name, "source": e.source, "type": e.model_type,
-                                    "architecture": e.architecture, "size": _size(e.size_bytes), "note": e.note}
+                                    "architecture": e.architecture, "size": _size(e.size_bytes), "note": e.note,
+                                    "about": e.description}
                                    for e in entries]), hide_index=True)
     with st.expander("Load a model folder by path"):
         with st.form("models_path_form", border=False):  # a form: Enter in the box loads, like the button

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -76,6 +77,9 @@ class TrainConfig:
     whole_word: bool = False  # BERT's later whole-word masking: all pieces of a chosen word are predicted
     dynamic_masking: bool | None = None  # None: as published (RoBERTa dynamic, BERT / ALBERT static)
     char_cnn: bool = False  # ELMo only: token vectors from their characters (ELMo's char-CNN), not a table
+    # a trained model directory of the same architecture and shape whose tokenizer and weights start the
+    # run (continued training on another corpus); None = fresh weights and a tokenizer trained on the corpus
+    init_from: str | None = None
     # ---- bookkeeping
     checkpoint_every: int = 500  # a killed run loses at most this many steps
     keep_last: int = 5  # checkpoints kept (the app's training-history slider shows them)
@@ -126,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"grad-clip must be positive, got {cfg.grad_clip}")
         if cfg.char_cnn and cfg.arch != "elmo":
             raise ValueError(f"character-CNN input is an ELMo option; {cfg.arch} reads token embeddings")
+        if cfg.init_from is not None and not (Path(cfg.init_from) / "model.safetensors").is_file():
+            raise ValueError(f"init-from {cfg.init_from} is not a trained model directory (no model.safetensors)")
         if cfg.threads is not None and cfg.threads < 1:
             raise ValueError(f"threads must be at least 1, got {cfg.threads}")
         return cfg

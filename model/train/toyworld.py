@@ -1,10 +1,13 @@
 """The toy world: a seeded English-like corpus whose structure we know, and probes labelled from it.
 
 Sentences have subject-verb number agreement across prepositional phrases and relative clauses whose
-nouns have the other number ("the dog near the cats runs ."), pronouns that refer back to an earlier
+nouns (attractors) have the other number ("the dog near the cats runs .") or the same one ("the dog near
+the cat runs ."), half and half, so "the verb agrees with the nearest noun" and "the verb takes the
+opposite number of the nearest noun" are both wrong half the time; pronouns that refer back to an earlier
 subject, and documents that stay with one small cast in one place, introduced with "a" and then
 "the", so next-sentence and sentence-order prediction are learnable. Because the generator knows the
-structure, it also emits probes: which verb form is right, with or without an attractor in between.
+structure, it also emits probes: which verb form is right, with no attractor in between or with one of the
+same or the opposite number, in a prepositional phrase or a relative clause.
 
     >>> docs = generate_corpus(2, seed=0)
     >>> len(docs), all(s.endswith(" .") for d in docs for s in d)
@@ -55,8 +58,9 @@ OBJECTS = [("ball", "balls"), ("apple", "apples"), ("box", "boxes"), ("song", "s
            ("key", "keys"), ("boat", "boats"), ("cake", "cakes"), ("flower", "flowers"), ("book", "books")]
 ALL_NOUNS = PEOPLE_M + PEOPLE_F + PEOPLE_N + ANIMALS
 # Bumped whenever the text a seed produces changes (cached corpora are keyed by it).
-# 2: "sheep"/"deer" no longer appear as attractors.
-GENERATOR_VERSION = 2
+# 2: "sheep"/"deer" no longer appear as attractors. 3: attractors have the same number as the subject half
+# the time (before, always the opposite one: a shortcut that scored 100%).
+GENERATOR_VERSION = 3
 # The seed of the built-in training corpus; probes refuse it so they are always held out.
 TRAIN_SEED = 0
 
@@ -127,6 +131,7 @@ class Clause:
     wrong: str
     attractor: bool
     attractor_kind: str  # "preposition" ("near the cats"), "relative" ("that sees the cats") or ""
+    attractor_number: str  # "same" / "opposite" as the subject, "none" without attractor
 
     @property
     def text(self) -> str:
@@ -140,21 +145,24 @@ def _sentence(rng: random.Random, ent: Entity, *, use_pronoun: bool, attractor: 
     subj = ent.pronoun if use_pronoun else ent.np(rng, adj)
     words += subj.split()
     subject_index = len(words) - 1
-    kind = ""
+    kind, attractor_number = "", "none"
     r = rng.random()
     if not use_pronoun and (r < 0.45 if attractor is None else attractor):
-        if rng.random() < 0.6:  # prepositional phrase with a noun of the other number
+        same = rng.random() < 0.5  # the attractor's number: the subject's own or the other one, half and half
+        attractor_number = "same" if same else "opposite"
+        number = ent.number if same else 1 - ent.number
+        if rng.random() < 0.6:  # prepositional phrase: "near the cats"
             kind = "preposition"
-            words += [rng.choice(PREPS)] + _other_np(rng, 1 - ent.number).split()
+            words += [rng.choice(PREPS)] + _other_np(rng, number).split()
         else:  # relative clause: "that sees the cats"
             v = rng.choice(VERBS_TR)
-            words += ["that", v[ent.number]] + _other_np(rng, 1 - ent.number).split()
+            words += ["that", v[ent.number]] + _other_np(rng, number).split()
             kind = "relative"
     verb, wrong, rest = _verb_phrase(rng, ent.number)
     verb_index = len(words)
     words += [verb] + rest.split() + ["."]
     ent.mentioned = True
-    return Clause(words, subject_index, verb_index, verb, wrong, bool(kind), kind)
+    return Clause(words, subject_index, verb_index, verb, wrong, bool(kind), kind, attractor_number)
 
 
 def _cast(rng: random.Random, size: int) -> list[Entity]:
@@ -212,9 +220,11 @@ class AgreementProbe:
     prefix:  the sentence up to (not including) the verb, for causal models.
     masked:  the whole sentence with the verb replaced by "{mask}", for masked models.
     correct / wrong: the verb form that agrees / the other form.
-    subject_index, verb_index: word positions in the full sentence; attractor: a noun of the other
-    number stands between subject and verb, in a prepositional phrase ("the dog near the cats") or a
-    relative clause ("the dog that sees the cats"), named by attractor_kind ("" without attractor).
+    subject_index, verb_index: word positions in the full sentence; attractor: a noun stands between
+    subject and verb, in a prepositional phrase ("the dog near the cats") or a relative clause ("the dog
+    that sees the cats"), named by attractor_kind ("" without attractor); attractor_number says whether
+    that noun has the subject's number ("same"), the other one ("opposite"), or there is none ("none").
+    kind: the probe's kind as one label, e.g. "same/preposition", "opposite/relative" or "none".
     """
 
     sentence: str
@@ -226,11 +236,22 @@ class AgreementProbe:
     verb_index: int
     attractor: bool
     attractor_kind: str
+    attractor_number: str = "none"
+
+    @property
+    def kind(self) -> str:
+        return f"{self.attractor_number}/{self.attractor_kind}" if self.attractor else "none"
 
 
-def agreement_probes(n: int, seed: int = 12345, attractor_share: float = 0.7) -> list[AgreementProbe]:
+PROBE_KINDS = ("none", "same/preposition", "same/relative", "opposite/preposition", "opposite/relative")
+
+
+def agreement_probes(n: int, seed: int = 12345, attractor_share: float = 0.7,
+                     exclude: set[str] | frozenset[str] = frozenset()) -> list[AgreementProbe]:
     """n held-out probes, deterministic for a seed, which must not be the training corpus's TRAIN_SEED.
-    About attractor_share of them put a noun of the other number between subject and verb.
+    About attractor_share of them put a noun between subject and verb, of the subject's number or the
+    other one, half and half. A sentence in exclude (e.g. every training sentence) is skipped, so the
+    probes can be made disjoint from a training set.
 
         >>> p = agreement_probes(1, seed=3)[0]
         >>> p.masked.replace("{mask}", p.correct) == p.sentence, p.sentence.startswith(p.prefix + " " + p.correct)
@@ -246,12 +267,14 @@ def agreement_probes(n: int, seed: int = 12345, attractor_share: float = 0.7) ->
         ent = _cast(rng, 1)[0]
         ent.mentioned = rng.random() < 0.5
         c = _sentence(rng, ent, use_pronoun=False, attractor=rng.random() < attractor_share)
+        if c.text in exclude:
+            continue
         w = c.words
         out.append(AgreementProbe(
             sentence=c.text, prefix=" ".join(w[:c.verb_index]),
             masked=" ".join(w[:c.verb_index] + ["{mask}"] + w[c.verb_index + 1:]),
             correct=c.correct, wrong=c.wrong, subject_index=c.subject_index, verb_index=c.verb_index,
-            attractor=c.attractor, attractor_kind=c.attractor_kind,
+            attractor=c.attractor, attractor_kind=c.attractor_kind, attractor_number=c.attractor_number,
         ))
     return out
 

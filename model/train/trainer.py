@@ -174,10 +174,10 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     if state is not None and auto_bf16:  # a measured choice: keep the one the run started with
         cfg.bf16 = bool(json.loads(state["config"]).get("bf16", cfg.bf16))
     tok = None
-    if checkpoint:
+    if checkpoint or cfg.init_from:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(checkpoint or cfg.init_from), local_files_only=True)
     prep = prepared or prepare(cfg, tok)
     if state is not None:
         _check_resume(cfg, state, prep, checkpoint)
@@ -200,6 +200,8 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
         torch.set_rng_state(rng[d.rank if d.rank < len(rng) else 0].clone())  # clone: its own storage
         start, prior_time = int(state["step"]), float(state["wall_time_s"])
     else:
+        if cfg.init_from:  # continued training: the weights of a trained model (fp16 files load as fp32)
+            load_weights(model, Path(cfg.init_from))
         torch.manual_seed(cfg.seed * 1000 + 1 + d.rank)  # dropout stream, independent of the init stream
     if d.rank == 0:  # the first write to OUT
         out.mkdir(parents=True, exist_ok=True)

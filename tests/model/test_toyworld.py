@@ -1,7 +1,9 @@
 """The toy world: deterministic, grammatical by its own tables, and probes that say the truth.
 
 The checks parse the generated text back with the generator's word tables (not with its internals), so a
-sentence whose verb disagrees with its subject, or an attractor that is not of the other number, fails.
+sentence whose verb disagrees with its subject, or an attractor whose number is invisible or mislabelled,
+fails; attractors must come in both numbers (same as the subject and opposite), else "the opposite of the
+nearest noun" would score 100%.
 """
 import time
 
@@ -72,7 +74,7 @@ def parse(sentence):
         assert pair in tw.VERBS_TR and n == number, sentence
         a_head, attractor, i = read_np(words, i + 2)
     if words[i - 1] != head:  # something stood between subject and verb: it is an attractor
-        assert attractor == 1 - number, sentence  # ...of the other, visible number
+        assert attractor in (0, 1), sentence  # ...of a visible number
     pair, n = VERB_FORMS[words[i]]
     assert n == number, f"verb '{words[i]}' does not agree with '{head}': {sentence}"
     return dict(subject=head, number=number, attractor=attractor, verb=words[i], verb_index=i, intro=False)
@@ -105,6 +107,10 @@ def test_agreement_is_always_right_in_generated_text():
     with_attractor = [p for p in flat if p["attractor"] is not None]
     assert len(with_attractor) > 0.2 * len(flat)  # attractors are common, not a corner case
     assert {p["number"] for p in with_attractor} == {0, 1}
+    # both numbers of attractor, for both numbers of subject: no "opposite of the nearest noun" shortcut
+    for number in (0, 1):
+        same = [p["attractor"] == number for p in with_attractor if p["number"] == number]
+        assert abs(sum(same) / len(same) - 0.5) < 0.06, (number, sum(same), len(same))
 
 
 def test_documents_stay_on_topic_and_pronouns_refer_back():
@@ -140,15 +146,21 @@ def test_probes_are_right(seed):
         assert p.prefix == " ".join(words[: p.verb_index])
         assert p.masked == " ".join(words[: p.verb_index] + ["{mask}"] + words[p.verb_index + 1:])
         between = [noun_number(w) for w in words[p.subject_index + 1: p.verb_index]]
-        if p.attractor:  # a noun whose visible number is the other one stands between subject and verb
-            assert 1 - number in between
+        if p.attractor:  # a noun of a visible number, labelled right, stands between subject and verb
+            visible = [n for n in between if n is not None]
+            assert visible == [info["attractor"]] and p.attractor_number == ("same" if visible[0] == number else "opposite")
             assert words[p.subject_index + 1] == "that" if p.attractor_kind == "relative" else words[p.subject_index + 1] in tw.PREPS
+            assert p.kind == f"{p.attractor_number}/{p.attractor_kind}" and p.kind in tw.PROBE_KINDS
         else:
             assert all(n is None for n in between) and p.subject_index == p.verb_index - 1 and p.attractor_kind == ""
+            assert p.attractor_number == "none" and p.kind == "none"
     share = sum(p.attractor for p in probes) / len(probes)
     assert abs(share - 0.7) < 0.04
     kinds = [p.attractor_kind for p in probes if p.attractor]
     assert abs(kinds.count("preposition") / len(kinds) - 0.6) < 0.05  # both kinds, as in the corpus
+    numbers = [p.attractor_number for p in probes if p.attractor]
+    assert abs(numbers.count("same") / len(numbers) - 0.5) < 0.05  # both numbers of attractor, half and half
+    assert {p.kind for p in probes} == set(tw.PROBE_KINDS)
 
 
 def test_probes_are_held_out():
@@ -157,6 +169,10 @@ def test_probes_are_held_out():
     with pytest.raises(ValueError, match="attractor_share"):
         tw.agreement_probes(10, seed=3, attractor_share=1.5)
     assert all(not p.attractor for p in tw.agreement_probes(200, seed=3, attractor_share=0.0))
+    # exclude: sentences already seen (e.g. in training) are skipped, and n probes still come out
+    seen = {p.sentence for p in tw.agreement_probes(100, seed=3)}
+    fresh = tw.agreement_probes(100, seed=3, exclude=seen)
+    assert len(fresh) == 100 and not seen & {p.sentence for p in fresh}
 
 
 def test_a_few_megabytes_in_seconds():
