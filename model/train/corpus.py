@@ -100,6 +100,9 @@ def _size(n: float) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:.0f} bytes"
 
 
+decode_text, size_text = _decode, _size  # public names for other readers (model.train.labelled)
+
+
 def parse_txt(text: str) -> list[list[str]]:
     """Documents separated by blank lines.
 
