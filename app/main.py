@@ -24,6 +24,7 @@ PAGES = [
     ("generation.py", "Generation"),
     ("compare.py", "Compare MLM vs causal"),
     ("train.py", "Train"),
+    ("finetune.py", "Fine-tune"),
     ("export.py", "Export"),
 ]
 # Pages whose scripts import no torch/transformers (url paths; "" is the hidden home page). Every other page
