@@ -156,11 +156,12 @@ def parse_labelled(raw: bytes, filename: str, text_column: str = "text", label_c
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  max_bytes: int = MAX_BYTES) -> LabelledData:
-    """Read and validate a labelled file; sizes are checked before reading."""
+                  max_bytes: int | None = None) -> LabelledData:
+    """Read and validate a labelled file; sizes are checked before reading (max_bytes: default MAX_BYTES)."""
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"no such data file: {path}")
+        raise DataError(f"no such data file: {path} (the built-in tasks are {', '.join(BUILTIN_TASKS)})")
     size = p.stat().st_size
     if size > max_bytes:
         raise DataError(f"{path} is {_size(size)}; labelled data is limited to {_size(max_bytes)}")
