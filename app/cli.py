@@ -220,6 +220,27 @@ def cmd_train(args):
     return run_train(config_from_args(args), quiet=args.quiet)
 
 
+def cmd_finetune(args):
+    from model.train.finetune_cli import run_finetune
+
+    return run_finetune(args)
+
+
+def cmd_distill(args):
+    from model.train.finetune_cli import run_distill
+
+    return run_distill(args)
+
+
+def cmd_classify(args):
+    from model.train.finetune_cli import human_classify, run_classify
+
+    _quiet_transformers()
+    payload = run_classify(args, _text(args))
+    _emit(args, payload, lambda: human_classify(payload))
+    return 0
+
+
 def cmd_bench(args):
     from bench.run import main as bench_main
 
@@ -397,6 +418,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     except ImportError:  # training engine not installed in this build
         pass
     sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("finetune", help="fine-tune a model: a sequence classifier, or more LM training on new text")
+    if command == "finetune":
+        from model.train.finetune_cli import add_finetune_arguments
+
+        add_finetune_arguments(sp)
+    sp.set_defaults(func=cmd_finetune)
+
+    sp = sub.add_parser("distill", help="distill a smaller student from a teacher model")
+    if command == "distill":
+        from model.train.finetune_cli import add_distill_arguments
+
+        add_distill_arguments(sp)
+    sp.set_defaults(func=cmd_distill)
+
+    sp = sub.add_parser("classify", help="a fine-tuned classifier's labels with probabilities")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the input text, or - for stdin")
+    sp.add_argument("--file", help="read the text from this UTF-8 file")
+    sp.set_defaults(func=cmd_classify)
 
     sp = sub.add_parser("export-onnx", help="export a model to ONNX with its attention maps, checked against torch")
     if command == "export-onnx":

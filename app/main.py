@@ -25,6 +25,7 @@ PAGES = [
     ("compare.py", "Compare MLM vs causal"),
     ("probes.py", "Agreement probes"),
     ("train.py", "Train"),
+    ("finetune.py", "Fine-tune"),
     ("export.py", "Export"),
 ]
 # Pages whose scripts import no torch/transformers (url paths; "" is the hidden home page). Every other page

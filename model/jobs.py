@@ -45,7 +45,7 @@ import time
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Collection
 
@@ -78,16 +78,16 @@ def corpus_roots() -> list[Path]:
     return [r.expanduser().resolve() for r in roots]
 
 
-def check_corpus_path(path: str | Path, session_id: str | None = None) -> Path:
-    """A corpus path, resolved; raises JobError unless it is a .txt/.jsonl file inside corpus_roots() (or
-    inside this session's upload directory)."""
+def check_corpus_path(path: str | Path, session_id: str | None = None, suffixes: tuple[str, ...] = CORPUS_SUFFIXES) -> Path:
+    """A corpus path, resolved; raises JobError unless it is a .txt/.jsonl file (or one of `suffixes`) inside
+    corpus_roots() (or inside this session's upload directory)."""
     p = Path(os.path.realpath(Path(path).expanduser()))
     roots = corpus_roots() + ([Path(os.path.realpath(upload_dir(session_id)))] if session_id else [])
     if not any(p == r or r in p.parents for r in roots):
         raise JobError(f"{path} is outside the corpus folders this server may read "
                        f"({', '.join(str(r) for r in corpus_roots())}; set LMSCOPE_CORPUS_ROOTS to add more)")
-    if p.suffix not in CORPUS_SUFFIXES:
-        raise JobError(f"{path}: a corpus must be a .txt or .jsonl file")
+    if p.suffix not in suffixes:
+        raise JobError(f"{path}: a corpus must be a {' or '.join(suffixes)} file")
     if not p.is_file():
         raise JobError(f"no such corpus file: {path}")
     return p
@@ -406,8 +406,28 @@ def _proc_start(pid: int) -> str | None:
         return None
 
 
+# Other kinds of job: a request's `kind` -> "module:Class" of its request (imported when first needed); a
+# request without a kind is a TrainRequest. A request class has validate(), total_steps(), argv(out, resume),
+# `command` (the lmscope subcommand), and may name `builtin` data names and allowed file `suffixes`.
+REQUEST_KINDS = {"finetune": "model.finetune_jobs:FinetuneRequest", "distill": "model.finetune_jobs:DistillRequest"}
+
+
+def request_from(d: dict):
+    """A stored or submitted request dict -> its request object."""
+    kind = d.get("kind")
+    if kind is None:
+        return TrainRequest(**d)
+    if kind not in REQUEST_KINDS:
+        raise JobError(f"unknown kind of job {kind!r}")
+    import importlib
+
+    module, name = REQUEST_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)(**d)
+
+
 def _default_command(request: TrainRequest, out: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "train", *request.argv(out, resume)]
+    command = getattr(request, "command", "train")  # the lmscope subcommand the request runs
+    return [sys.executable, "-m", "app.cli", command, *request.argv(out, resume)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -441,12 +461,14 @@ class JobQueue:
 
     def submit(self, session_id: str, request: TrainRequest | dict) -> str:
         """Queue a training job for this session; returns its id. A corpus file is copied into the job."""
-        req = request if isinstance(request, TrainRequest) else TrainRequest(**request)
+        req = request_from(request) if isinstance(request, dict) else request
         req.validate()
         if not session_id:
             raise JobError("no session id")
-        if req.corpus not in BUILTIN_CORPORA:
-            req = TrainRequest(**{**asdict(req), "corpus": str(check_corpus_path(req.corpus, session_id))})
+        builtin = getattr(req, "builtin", BUILTIN_CORPORA)  # data names that are not files
+        if req.corpus not in builtin:
+            suffixes = getattr(req, "suffixes", CORPUS_SUFFIXES)
+            req = replace(req, corpus=str(check_corpus_path(req.corpus, session_id, suffixes)))
         with self._locked():
             jobs = self._refresh()
             mine = [j for j in jobs if j.session == session_id and j.state in ACTIVE]
@@ -459,11 +481,11 @@ class JobQueue:
             out = self.root / job_id
             out.mkdir(parents=True)
             try:
-                if req.corpus not in BUILTIN_CORPORA:
+                if req.corpus not in builtin:
                     src = Path(req.corpus)
                     dst = out / f"corpus{src.suffix}"
                     shutil.copyfile(src, dst)
-                    req = TrainRequest(**{**asdict(req), "corpus": str(dst)})
+                    req = replace(req, corpus=str(dst))
                 job = Job(id=job_id, session=session_id, request=asdict(req), queued_at=time.time(),
                           total_steps=req.total_steps())
                 self._write(job)
@@ -665,7 +687,7 @@ class JobQueue:
 
     def _launch(self, job: Job) -> None:
         out = self.dir(job.id)
-        req = TrainRequest(**job.request)
+        req = request_from(job.request)
         argv = self.command(req, out, job.resume_next)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    PYTHONUNBUFFERED="1")

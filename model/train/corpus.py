@@ -96,7 +96,7 @@ def decode_text(raw: bytes, path: Path) -> str:
     return text.lstrip("\ufeff")
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:.0f} bytes"
 
 
@@ -141,7 +141,7 @@ def read_corpus(path: str | Path, max_bytes: int = MAX_BYTES) -> Corpus:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise CorpusError(f"{path} is {_size(size)}; the corpus size limit is {_size(max_bytes)}")
+            raise CorpusError(f"{path} is {size_text(size)}; the corpus size limit is {size_text(max_bytes)}")
         raw = path.read_bytes()
     except OSError as e:
         raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None

@@ -98,6 +98,9 @@ class _StopRequest:
         return self.signalled or self.file
 
 
+StopRequest = _StopRequest  # the public name other training loops use (model.train.loop)
+
+
 class _Dist:
     """The process group when started by torchrun (WORLD_SIZE > 1), else a single process."""
 
