@@ -188,6 +188,25 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_attribute(args):
+    from model.attribute import attribute
+
+    m = _load(args.model)
+    a = attribute(m, _text(args), target_position=args.target_position, target_token=args.target_token,
+                  method=args.method, steps=args.steps)
+    payload = a.to_json()
+    payload["model"] = m.name
+
+    def human():
+        t = a.target
+        head = (f"{a.method}: log p({t['token']!r} at {t['position']}) = {a.target_score:.4f} "
+                f"(baseline {a.baseline_score:.4f})")
+        return "\n".join([head] + [f"  {i:>3} {tok.text:>14} {s:+.4f}" for i, (tok, s) in enumerate(zip(a.tokens, a.scores))])
+
+    _emit(args, payload, human)
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -278,6 +297,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--max-new-tokens", type=int, default=20)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_generate)
+
+    sp = sub.add_parser("attribute", help="saliency: each input token's share of one prediction (Captum)")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the input text, or - for stdin")
+    sp.add_argument("--file", help="read the text from this UTF-8 file")
+    sp.add_argument("--target-position", type=int, default=None, help="default: the first mask / the last token")
+    sp.add_argument("--target-token", default=None, help="a vocabulary piece or id (default: the top prediction)")
+    sp.add_argument("--method", choices=["grad_x_input", "integrated_gradients"], default="integrated_gradients")
+    sp.add_argument("--steps", type=int, default=50, help="integrated gradients: integration points")
+    sp.set_defaults(func=cmd_attribute)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")
