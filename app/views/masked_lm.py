@@ -11,6 +11,7 @@ import random
 import streamlit as st
 
 from app import common, figures, state
+from app.widgets import saliency
 from model.inspect import InputError, encode
 from model.pretraining_demo import corrupt, mask_positions
 
@@ -94,6 +95,8 @@ def render() -> None:
             st.caption(f"Hidden token `{truth}`: " + (f"rank {rank} of the top {len(m.predictions)}" if rank
                                                       else f"not in the top {len(m.predictions)}"))
         common.show(fig, f"masked-lm-{m.position}")
+    if insp.masks:
+        saliency.panel(loaded, masked_text, {m.position: [p.token for p in m.predictions] for m in insp.masks})
     st.divider()
     _training_panel(loaded, text, whole_word)
 

@@ -1,0 +1,101 @@
+"""AppTest runs of the views beyond attention (saliency strips on Masked LM, Generation and Attention; the
+Neurons, Projector and Corpus search pages) against tiny models, through app/main.py's navigation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+MAIN = os.path.join(os.path.dirname(__file__), "..", "..", "app", "main.py")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo_beyond")
+    for arch in ("gpt2", "bert-mlm", "bert-encoder"):
+        shutil.copytree(tiny_models[arch], root / arch)
+    return root
+
+
+@pytest.fixture
+def env(demo, tmp_path, monkeypatch):
+    from app import common
+
+    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
+    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
+    common.listed_models.clear()
+    common.load_cached.clear()
+    yield tmp_path
+    common.listed_models.clear()
+    common.load_cached.clear()
+
+
+def open_page(page: str, **params) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page(f"views/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest, name: str) -> dict:
+    for c in at.get("plotly_chart"):
+        if c.proto.id.endswith(f"fig_{name}"):
+            return json.loads(c.proto.spec)
+    raise AssertionError(f"no chart {name}: {[c.proto.id[-30:] for c in at.get('plotly_chart')]}")
+
+
+def z_row(spec: dict) -> list[float]:
+    import base64
+
+    z = spec["data"][0]["z"]
+    if isinstance(z, dict):
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).ravel().tolist()
+    return list(np.ravel(z))
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_masked_lm_saliency_strip_matches_the_engine(env, demo):
+    from model.attribute import attribute
+    from model.load import load_model
+
+    text = "the dogs near the cat [MASK] quickly."
+    at = open_page("masked_lm", model="demo/bert-mlm", text=text)
+    assert not errors(at)
+    spec = chart(at, "saliency")
+    top = at.selectbox(key="qp_sal_token").value
+    ref = attribute(load_model(demo / "bert-mlm"), text, target_token=top, steps=32)
+    np.testing.assert_allclose(z_row(spec), ref.scores, atol=1e-5)
+    assert top in spec["layout"]["title"]["text"]
+    # another candidate and the other method: new scores, both in the URL
+    second = at.selectbox(key="qp_sal_token").options[1]
+    at.selectbox(key="qp_sal_token").set_value(second).run()
+    at.radio(key="qp_saliency").set_value("grad x input").run()
+    assert not at.exception and not errors(at)
+    ref2 = attribute(load_model(demo / "bert-mlm"), text, target_token=second, method="grad_x_input")
+    np.testing.assert_allclose(z_row(chart(at, "saliency")), ref2.scores, atol=1e-5)
+    assert at.query_params["saliency"] == "grad x input" and at.query_params["sal_token"] == second
+
+
+def test_generation_and_attention_saliency(env):
+    at = open_page("generation", model="demo/gpt2", text="the dogs near the")
+    assert not errors(at)
+    assert "after token" in chart(at, "saliency")["layout"]["title"]["text"]
+    at = open_page("attention", model="demo/gpt2", text="the dogs near the cat", token="2")
+    assert not errors(at)
+    assert "after token 2" in chart(at, "attention-saliency")["layout"]["title"]["text"]
+    at = open_page("attention", model="demo/bert-encoder", text="the dogs near the cat", token="2")
+    assert any("no language-model head" in i.value for i in at.info)
