@@ -23,6 +23,7 @@ PAGES = [
     ("masked_lm.py", "Masked LM"),
     ("generation.py", "Generation"),
     ("compare.py", "Compare MLM vs causal"),
+    ("neurons.py", "Neurons"),
     ("train.py", "Train"),
     ("export.py", "Export"),
 ]

@@ -49,6 +49,8 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     saliency   str    masked-lm, generation, attention  saliency method: "integrated gradients", "grad x input", "off"
     sal_pos    int    masked-lm                      which mask the saliency strip explains
     sal_token  str    masked-lm, generation, attention  which candidate token it explains
+    ffn_layer  str    neurons                        feed-forward layer factorized: "all" or an index
+    k          int    neurons                        NMF components
     (on compare, `model` is the masked LM and `model2` the causal model; each page's docstring says more)
 
 Values that do not parse (`layer=abc`) or fall outside a widget's range are replaced by the default or
@@ -69,7 +71,7 @@ KEYS: dict[str, type] = {
     "arch": str, "preset": str, "corpus": str, "corpus_path": str, "steps": int, "probe": str, "opset": int,
     "fp16": bool,
     # beyond attention (app/widgets/saliency.py, app/views/neurons.py, projector.py, corpus_search.py)
-    "saliency": str, "sal_pos": int, "sal_token": str,
+    "saliency": str, "sal_pos": int, "sal_token": str, "ffn_layer": str, "k": int,
 }
 _VALUE = "qv:"  # session_state prefix of remembered values (survive page switches)
 _WIDGET = "qp_"  # session_state prefix of widget keys: `at.text_input(key="qp_text")` in tests

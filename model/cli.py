@@ -207,6 +207,25 @@ def cmd_attribute(args):
     return 0
 
 
+def cmd_neurons(args):
+    from model.neurons import neurons
+
+    m = _load(args.model)
+    r = neurons(m, _text(args), layers=None if args.layer is None else [args.layer], k=args.k)
+    payload = r.to_json()
+    payload["model"] = m.name
+
+    def human():
+        lines = [f"{m.name}: NMF of layers {list(r.layers)} into {r.k} components (error {r.error:.3f})"]
+        for c in range(r.k):
+            lines.append(f"component {c}: " + " ".join(f"{t.text}:{v:.2f}" for t, v in zip(r.tokens, r.factors[:, c])
+                                                       if v >= 0.5 * r.factors[:, c].max() > 0))
+        return "\n".join(lines)
+
+    _emit(args, payload, human)
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -307,6 +326,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--method", choices=["grad_x_input", "integrated_gradients"], default="integrated_gradients")
     sp.add_argument("--steps", type=int, default=50, help="integrated gradients: integration points")
     sp.set_defaults(func=cmd_attribute)
+
+    sp = sub.add_parser("neurons", help="feed-forward neuron activations factorized by NMF (Ecco)")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the input text, or - for stdin")
+    sp.add_argument("--file", help="read the text from this UTF-8 file")
+    sp.add_argument("--layer", type=int, default=None, help="one layer (default: all, side by side)")
+    sp.add_argument("-k", type=int, default=5, help="components")
+    sp.set_defaults(func=cmd_neurons)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")

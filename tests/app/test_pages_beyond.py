@@ -99,3 +99,19 @@ def test_generation_and_attention_saliency(env):
     assert "after token 2" in chart(at, "attention-saliency")["layout"]["title"]["text"]
     at = open_page("attention", model="demo/bert-encoder", text="the dogs near the cat", token="2")
     assert any("no language-model head" in i.value for i in at.info)
+
+
+def test_neurons_page_draws_the_engines_factors(env, demo):
+    from model.load import load_model
+    from model.neurons import neurons
+
+    text = "the dogs near the cat run quickly ."
+    at = open_page("neurons", model="demo/gpt2", text=text, ffn_layer="1", k="3")
+    assert not errors(at)
+    spec = chart(at, "neuron-components")
+    ref = neurons(load_model(demo / "gpt2"), text, layers=[1], k=3)
+    assert len(spec["data"][0]["y"]) == 3 and "layer 1" in spec["layout"]["title"]["text"]
+    at.slider(key="qp_k").set_value(4).run()
+    assert not at.exception and at.query_params["k"] == "4"
+    assert len(chart(at, "neuron-components")["data"][0]["y"]) == 4
+    assert ref.factors.shape[1] == 3
