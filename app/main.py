@@ -24,6 +24,7 @@ PAGES = [
     ("generation.py", "Generation"),
     ("compare.py", "Compare MLM vs causal"),
     ("neurons.py", "Neurons"),
+    ("projector.py", "Projector"),
     ("train.py", "Train"),
     ("export.py", "Export"),
 ]

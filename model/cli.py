@@ -226,6 +226,24 @@ def cmd_neurons(args):
     return 0
 
 
+def cmd_project(args):
+    from model import textsets
+    from model.projector import project, token_states
+
+    m = _load(args.model)
+    layer = m.backend.num_layers if args.layer is None else args.layer
+    ts = token_states(m, textsets.load(args.data), [layer], max_tokens=args.max_tokens)
+    xy = project(ts.layer(layer), args.method)
+    payload = {"model": m.name, "data": args.data, "layer": layer, "method": args.method,
+               "points": [{"x": _r(x), "y": _r(y), "token": t, "label": lab, "text": int(i), "position": int(p),
+                           "context": c} for (x, y), t, lab, i, p, c in
+                          zip(xy, ts.tokens, ts.labels, ts.text_index, ts.position, ts.contexts)],
+               "warnings": ts.warnings}
+    _emit(args, payload, lambda: "\n".join(f"{x:9.3f} {y:9.3f}  {t:<14} {lab:<12} {c}" for (x, y), t, lab, c in
+                                            zip(xy, ts.tokens, ts.labels, ts.contexts)))
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -334,6 +352,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--layer", type=int, default=None, help="one layer (default: all, side by side)")
     sp.add_argument("-k", type=int, default=5, help="components")
     sp.set_defaults(func=cmd_neurons)
+
+    sp = sub.add_parser("project", help="2-D PCA / UMAP of the hidden states of a text collection's tokens")
+    common(sp, text=False)
+    sp.add_argument("--data", default="english", help="toyworld, english, pydoc, or a file (one text per line, "
+                    "optionally label<TAB>text)")
+    sp.add_argument("--layer", type=int, default=None, help="hidden-state row, 0 = embeddings (default: the last)")
+    sp.add_argument("--method", choices=["pca", "umap"], default="pca")
+    sp.add_argument("--max-tokens", type=int, default=5000)
+    sp.set_defaults(func=cmd_project)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")

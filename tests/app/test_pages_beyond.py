@@ -115,3 +115,40 @@ def test_neurons_page_draws_the_engines_factors(env, demo):
     assert not at.exception and at.query_params["k"] == "4"
     assert len(chart(at, "neuron-components")["data"][0]["y"]) == 4
     assert ref.factors.shape[1] == 3
+
+
+def _points(spec: dict) -> int:
+    import base64
+
+    total = 0
+    for tr in spec["data"]:
+        x = tr["x"]
+        total += len(np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"]))) if isinstance(x, dict) else len(x)
+    return total
+
+
+def test_projector_page_pca_colours_and_clicked_point(env, demo):
+    from model import textsets
+    from model.load import load_model
+    from model.projector import project, token_states
+
+    at = open_page("projector", model="demo/bert-mlm", data="english", layer="1", tokens="300", point="5")
+    assert not errors(at)
+    spec = chart(at, "projector")
+    ref = token_states(load_model(demo / "bert-mlm"), textsets.builtin("english"), [1], max_tokens=300)
+    assert _points(spec) == len(ref.tokens)
+    assert {tr["name"] for tr in spec["data"]} <= {"animals", "food", "weather", "sport", "music", "computers", "other"}
+    assert any(f"`{ref.tokens[5]}`" in m.value for m in at.markdown)  # the URL's point opens its text
+    at.radio(key="qp_color").set_value("position").run()
+    assert not at.exception and len(chart(at, "projector")["data"]) == 1
+    assert at.query_params["color"] == "position" and at.query_params["point"] == "5"
+    x0 = project(ref.layer(1), "pca")[0]
+    tr = chart(at, "projector")["data"][0]
+    import base64
+    xs = np.frombuffer(base64.b64decode(tr["x"]["bdata"]), dtype=np.dtype(tr["x"]["dtype"])) if isinstance(tr["x"], dict) else tr["x"]
+    assert abs(float(xs[0]) - float(x0[0])) < 1e-4
+
+
+def test_projector_bad_upload_is_an_error_message(env):
+    at = open_page("projector", model="demo/gpt2", data="upload")
+    assert any("Upload a text file" in i.value for i in at.info)
