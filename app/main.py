@@ -25,6 +25,7 @@ PAGES = [
     ("compare.py", "Compare MLM vs causal"),
     ("neurons.py", "Neurons"),
     ("projector.py", "Projector"),
+    ("corpus_search.py", "Corpus search"),
     ("train.py", "Train"),
     ("export.py", "Export"),
 ]

@@ -244,6 +244,20 @@ def cmd_project(args):
     return 0
 
 
+def cmd_search(args):
+    from model import textsets
+    from model.corpus_search import build_index, query_vector, search
+
+    m = _load(args.model)
+    layer = m.backend.num_layers if args.layer is None else args.layer
+    index = build_index(m, textsets.load(args.data), max_tokens=args.max_tokens)
+    hits = search(index, query_vector(m, _text(args), args.token, layer), layer, k=args.k, metric=args.metric)
+    payload = {"model": m.name, "data": args.data, "layer": layer, "metric": args.metric, "index": str(index.path),
+               "hits": [h.to_json() for h in hits], "warnings": []}
+    _emit(args, payload, lambda: "\n".join(f"{h.rank:>3} {h.score:8.4f} {h.token:<14} {h.context}" for h in hits))
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -361,6 +375,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--method", choices=["pca", "umap"], default="pca")
     sp.add_argument("--max-tokens", type=int, default=5000)
     sp.set_defaults(func=cmd_project)
+
+    sp = sub.add_parser("search", help="corpus search: tokens whose hidden states are nearest to one token's")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the query text, or - for stdin")
+    sp.add_argument("--file", help="read the query text from this UTF-8 file")
+    sp.add_argument("--token", type=int, required=True, help="index of the query token (see `lmscope tokenize`)")
+    sp.add_argument("--data", default="english", help="toyworld, english, pydoc, or a file (one text per line)")
+    sp.add_argument("--layer", type=int, default=None, help="hidden-state row, 0 = embeddings (default: the last)")
+    sp.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    sp.add_argument("-k", type=int, default=10, help="nearest tokens listed")
+    sp.add_argument("--max-tokens", type=int, default=20000, help="corpus tokens indexed (index kept under runs/search/)")
+    sp.set_defaults(func=cmd_search)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")

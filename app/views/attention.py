@@ -27,6 +27,8 @@ def _token_section(loaded, insp, layer: int, head: int, token: int) -> None:
     st.html(figures.weighted_tokens_html(insp.tokens, row, token))
     st.markdown(f"**Tokens attending to {token} `{t.text}`:**")
     st.html(figures.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
+    st.page_link("views/corpus_search.py", label=f"Tokens like {t.text!r} at layer {layer + 1} in a corpus (corpus search)",
+                 query_params={"model": insp.model_name, "query": insp.text, "token": str(token), "layer": str(layer + 1)})
     saliency.panel(loaded, insp.text, {token: []}, title=f"Which tokens the prediction at token {token} depends on "
                    "(saliency, beside its attention)", name="attention-saliency")
 

@@ -152,3 +152,39 @@ def test_projector_page_pca_colours_and_clicked_point(env, demo):
 def test_projector_bad_upload_is_an_error_message(env):
     at = open_page("projector", model="demo/gpt2", data="upload")
     assert any("Upload a text file" in i.value for i in at.info)
+
+
+def test_corpus_search_page_lists_the_engines_hits(env, demo):
+    from model import textsets
+    from model.corpus_search import build_index, query_vector, search
+    from model.load import load_model
+
+    q = "the dogs near the cat run quickly ."
+    at = open_page("corpus_search", model="demo/bert-mlm", data="english", tokens="300", query=q, token="2", layer="1",
+                   hits="5")
+    assert not errors(at)
+    table = at.dataframe[0].value
+    m = load_model(demo / "bert-mlm")
+    index = build_index(m, textsets.builtin("english"), max_tokens=300)  # the app's, under LMSCOPE_RUNS
+    assert str(index.path).startswith(str(env / "runs" / "search"))
+    ref = search(index, query_vector(m, q, 2, 1), 1, k=5)
+    assert list(table["token"]) == [h.token for h in ref] and list(table["context"]) == [h.context for h in ref]
+    at.radio(key="qp_metric").set_value("l2").run()
+    assert not at.exception and at.query_params["metric"] == "l2"
+
+
+def test_cli_project_and_search(tiny_models, tmp_path, monkeypatch, capsys):
+    from model.cli import main
+
+    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
+    path = str(tiny_models["gpt2"])
+    assert main(["project", path, "--data", "english", "--max-tokens", "60", "--layer", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "pca" and len(out["points"]) >= 60 and {"x", "y", "token", "context"} <= set(out["points"][0])
+    assert main(["search", path, "the cat runs", "--token", "1", "--data", "english", "--max-tokens", "60", "-k", "3",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["hits"]) == 3 and out["index"].startswith(str(tmp_path / "runs" / "search"))
+    assert main(["search", path, "the cat", "--token", "9", "--data", "english", "--max-tokens", "60"]) == 2
+    assert main(["neurons", path, "the cat runs", "-k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["factors"][0]) == 2
