@@ -208,6 +208,76 @@ def cmd_agreement(args):
     return 0
 
 
+def cmd_attribute(args):
+    from model.attribute import attribute
+
+    m = _load(args.model)
+    a = attribute(m, _text(args), target_position=args.target_position, target_token=args.target_token,
+                  method=args.method, steps=args.steps)
+    payload = a.to_json()
+    payload["model"] = m.name
+
+    def human():
+        t = a.target
+        head = (f"{a.method}: log p({t['token']!r} at {t['position']}) = {a.target_score:.4f} "
+                f"(baseline {a.baseline_score:.4f})")
+        return "\n".join([head] + [f"  {i:>3} {tok.text:>14} {s:+.4f}" for i, (tok, s) in enumerate(zip(a.tokens, a.scores))])
+
+    _emit(args, payload, human)
+    return 0
+
+
+def cmd_neurons(args):
+    from model.neurons import neurons
+
+    m = _load(args.model)
+    r = neurons(m, _text(args), layers=None if args.layer is None else [args.layer], k=args.k)
+    payload = r.to_json()
+    payload["model"] = m.name
+
+    def human():
+        lines = [f"{m.name}: NMF of layers {list(r.layers)} into {r.k} components (error {r.error:.3f})"]
+        for c in range(r.k):
+            lines.append(f"component {c}: " + " ".join(f"{t.text}:{v:.2f}" for t, v in zip(r.tokens, r.factors[:, c])
+                                                       if v >= 0.5 * r.factors[:, c].max() > 0))
+        return "\n".join(lines)
+
+    _emit(args, payload, human)
+    return 0
+
+
+def cmd_project(args):
+    from model import textsets
+    from model.projector import project, token_states
+
+    m = _load(args.model)
+    layer = m.backend.num_layers if args.layer is None else args.layer
+    ts = token_states(m, textsets.load(args.data), [layer], max_tokens=args.max_tokens)
+    xy = project(ts.layer(layer), args.method)
+    payload = {"model": m.name, "data": args.data, "layer": layer, "method": args.method,
+               "points": [{"x": _r(x), "y": _r(y), "token": t, "label": lab, "text": int(i), "position": int(p),
+                           "context": c} for (x, y), t, lab, i, p, c in
+                          zip(xy, ts.tokens, ts.labels, ts.text_index, ts.position, ts.contexts)],
+               "warnings": ts.warnings}
+    _emit(args, payload, lambda: "\n".join(f"{x:9.3f} {y:9.3f}  {t:<14} {lab:<12} {c}" for (x, y), t, lab, c in
+                                            zip(xy, ts.tokens, ts.labels, ts.contexts)))
+    return 0
+
+
+def cmd_search(args):
+    from model import textsets
+    from model.corpus_search import build_index, query_vector, search
+
+    m = _load(args.model)
+    layer = m.backend.num_layers if args.layer is None else args.layer
+    index = build_index(m, textsets.load(args.data), max_tokens=args.max_tokens)
+    hits = search(index, query_vector(m, _text(args), args.token, layer), layer, k=args.k, metric=args.metric)
+    payload = {"model": m.name, "data": args.data, "layer": layer, "metric": args.metric, "index": str(index.path),
+               "hits": [h.to_json() for h in hits], "warnings": []}
+    _emit(args, payload, lambda: "\n".join(f"{h.rank:>3} {h.score:8.4f} {h.token:<14} {h.context}" for h in hits))
+    return 0
+
+
 def cmd_app(args):
     from app.launch import run_app
 
@@ -404,6 +474,45 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=4242, help="which probes (any seed but the training corpus's 0)")
     sp.add_argument("--examples", type=int, default=2, help="example probes shown per kind")
     sp.set_defaults(func=cmd_agreement)
+
+    sp = sub.add_parser("attribute", help="saliency: each input token's share of one prediction (Captum)")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the input text, or - for stdin")
+    sp.add_argument("--file", help="read the text from this UTF-8 file")
+    sp.add_argument("--target-position", type=int, default=None, help="default: the first mask / the last token")
+    sp.add_argument("--target-token", default=None, help="a vocabulary piece or id (default: the top prediction)")
+    sp.add_argument("--method", choices=["grad_x_input", "integrated_gradients"], default="integrated_gradients")
+    sp.add_argument("--steps", type=int, default=50, help="integrated gradients: integration points")
+    sp.set_defaults(func=cmd_attribute)
+
+    sp = sub.add_parser("neurons", help="feed-forward neuron activations factorized by NMF (Ecco)")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the input text, or - for stdin")
+    sp.add_argument("--file", help="read the text from this UTF-8 file")
+    sp.add_argument("--layer", type=int, default=None, help="one layer (default: all, side by side)")
+    sp.add_argument("-k", type=int, default=5, help="components")
+    sp.set_defaults(func=cmd_neurons)
+
+    sp = sub.add_parser("project", help="2-D PCA / UMAP of the hidden states of a text collection's tokens")
+    common(sp, text=False)
+    sp.add_argument("--data", default="english", help="toyworld, english, pydoc, or a file (one text per line, "
+                    "optionally label<TAB>text)")
+    sp.add_argument("--layer", type=int, default=None, help="hidden-state row, 0 = embeddings (default: the last)")
+    sp.add_argument("--method", choices=["pca", "umap"], default="pca")
+    sp.add_argument("--max-tokens", type=int, default=5000)
+    sp.set_defaults(func=cmd_project)
+
+    sp = sub.add_parser("search", help="corpus search: tokens whose hidden states are nearest to one token's")
+    common(sp, text=False)
+    sp.add_argument("text", nargs="?", help="the query text, or - for stdin")
+    sp.add_argument("--file", help="read the query text from this UTF-8 file")
+    sp.add_argument("--token", type=int, required=True, help="index of the query token (see `lmscope tokenize`)")
+    sp.add_argument("--data", default="english", help="toyworld, english, pydoc, or a file (one text per line)")
+    sp.add_argument("--layer", type=int, default=None, help="hidden-state row, 0 = embeddings (default: the last)")
+    sp.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    sp.add_argument("-k", type=int, default=10, help="nearest tokens listed")
+    sp.add_argument("--max-tokens", type=int, default=20000, help="corpus tokens indexed (index kept under runs/search/)")
+    sp.set_defaults(func=cmd_search)
 
     sp = sub.add_parser("app", help="start the Streamlit app (headless)")
     sp.add_argument("--host", default="127.0.0.1")

@@ -17,7 +17,7 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     lecture    bool   all                            lecture mode: large type, high contrast
     model2     str    models                         a second model shown side by side
     models     list   tokenization                   tokenizers to compare (comma-separated names)
-    layer      int    attention                      layer index, from 0
+    layer      int    attention, projector, search  layer index, from 0 (projector and search: 0 = embeddings)
     head       int    attention                      head index, from 0
     token      int    attention                      selected token index (what it attends to / what attends to it)
     lines      int    attention                      lines per token in the head view
@@ -48,6 +48,19 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     opset      int    export                         ONNX opset
     fp16       bool   export                         export fp16 weights
     probes     int    probes                         number of agreement probes scored
+    saliency   str    masked-lm, generation, attention  saliency method: "integrated gradients", "grad x input", "off"
+    sal_pos    int    masked-lm                      which mask the saliency strip explains
+    sal_token  str    masked-lm, generation, attention  which candidate token it explains
+    ffn_layer  str    neurons                        feed-forward layer factorized: "all" or an index
+    k          int    neurons                        NMF components
+    data       str    projector, corpus search       text set: "toyworld", "english", "pydoc" (or "upload": projector)
+    proj       str    projector                      projection: "pca" or "umap"
+    color      str    projector                      colour by "label", "token" or "position"
+    tokens     int    projector                      at most this many tokens are projected
+    point      int    projector                      the clicked token (index into the points)
+    query      str    corpus search                  the text whose token is looked up
+    metric     str    corpus search                  "cosine" or "l2"
+    hits       int    corpus search                  nearest tokens listed
     (on compare, `model` is the masked LM and `model2` the causal model; each page's docstring says more)
 
 Values that do not parse (`layer=abc`) or fall outside a widget's range are replaced by the default or
@@ -67,6 +80,9 @@ KEYS: dict[str, type] = {
     "repetition_penalty": float, "new_tokens": int, "beams": int, "mode": str, "source": str, "lens": str,
     "arch": str, "preset": str, "corpus": str, "corpus_path": str, "steps": int, "probe": str, "opset": int,
     "fp16": bool, "probes": int,
+    # beyond attention (app/widgets/saliency.py, app/views/neurons.py, projector.py, corpus_search.py)
+    "saliency": str, "sal_pos": int, "sal_token": str, "ffn_layer": str, "k": int,
+    "data": str, "proj": str, "color": str, "tokens": int, "point": int, "query": str, "metric": str, "hits": int,
 }
 _VALUE = "qv:"  # session_state prefix of remembered values (survive page switches)
 _WIDGET = "qp_"  # session_state prefix of widget keys: `at.text_input(key="qp_text")` in tests

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # module -> function(full: bool) returning a list of figures (bench.engine.Figure, bench.onnx_latency.Row)
-BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser"]
+BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser", "bench.beyond"]
 
 
 def main(full: bool = False) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import common, figures, state
-from app.widgets import bertviz_view, neuron_view
+from app.widgets import bertviz_view, neuron_view, saliency
 from model.inspect import InputError, Unavailable, neuron_data, neuron_unavailable
 
 PANELS = ("head view", "rollout", "head statistics", "bertviz")
@@ -20,13 +20,17 @@ BERTVIZ_VIEWS = ("head", "model", "neuron")
 NO_TOKEN = None  # no token selected (left out of the URL)
 
 
-def _token_section(insp, layer: int, head: int, token: int) -> None:
+def _token_section(loaded, insp, layer: int, head: int, token: int) -> None:
     row, col = figures.attends(insp, layer, head, token)
     t = insp.tokens[token]
     st.markdown(f"**Token {token} `{t.text}` attends to** (layer {layer}, head {head}; darker = more):")
     st.html(figures.weighted_tokens_html(insp.tokens, row, token))
     st.markdown(f"**Tokens attending to {token} `{t.text}`:**")
     st.html(figures.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
+    st.page_link("views/corpus_search.py", label=f"Tokens like {t.text!r} at layer {layer + 1} in a corpus (corpus search)",
+                 query_params={"model": insp.model_name, "query": insp.text, "token": str(token), "layer": str(layer + 1)})
+    saliency.panel(loaded, insp.text, {token: []}, title=f"Which tokens the prediction at token {token} depends on "
+                   "(saliency, beside its attention)", name="attention-saliency")
 
 
 def _neuron(loaded, insp, layer: int, head: int) -> None:
@@ -105,7 +109,7 @@ def render() -> None:
         font = figures.LECTURE_FONT if state.current("lecture", False) else figures.BASE_FONT  # common.show's sizes
         common.show(figures.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")
     if selected is not None:
-        _token_section(insp, layer, head, selected)
+        _token_section(loaded, insp, layer, head, selected)
 
     panel = state.radio("Panel", "panel", PANELS, PANELS[0])
     if panel == "head view":

@@ -18,6 +18,7 @@ import html
 import streamlit as st
 
 from app import common, figures_gen as F, state
+from app.widgets import saliency
 from model.generate import SamplingConfig, generate, next_token_distribution
 
 DEFAULT_PROMPT = common.DEFAULT_TEXT
@@ -112,6 +113,7 @@ def _distribution(loaded, prompt: str, s: dict) -> None:
     final = stages[-1]
     st.caption(f"After every filter {final.kept} of {len(final.probs)} tokens can still be sampled; "
                f"the best has p = {candidates[0].prob:.3f}." if candidates else "")
+    saliency.panel(loaded, prompt, {None: [c.token for c in candidates]}, title="Why these candidates?")
 
 
 def _step_state(loaded, prompt: str) -> dict:

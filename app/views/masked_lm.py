@@ -12,6 +12,7 @@ import random
 import streamlit as st
 
 from app import common, figures, state
+from app.widgets import saliency
 from model.inspect import InputError, encode
 from model.corruption import corrupt, mask_positions
 
@@ -118,6 +119,8 @@ def render() -> None:
         if truth is not None:
             st.caption(_hidden(m, truth))
         common.show(figures.mask_bars(m, insp.tokens, truth), f"masked-lm-{m.position}")
+    if insp.masks:
+        saliency.panel(loaded, masked_text, {m.position: [p.token for p in m.predictions] for m in insp.masks})
     st.divider()
     _training_panel(loaded, text, whole_word)
 

@@ -241,6 +241,29 @@ class TorchBackend(Backend):
             self._fwd_args = set(_inspect.signature(self.model.base_model.forward).parameters)
         return self._fwd_args
 
+    # -- differentiable access (attribution, neuron activations) -----------------------------------------
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) int64 -> (batch, seq, hidden) word embeddings (no positions / segments), with grad."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def logits_from_embeddings(self, inputs_embeds: torch.Tensor, positions: torch.Tensor,
+                               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable LM logits (batch, n, vocab) at `positions` (n,) from word embeddings
+        (batch, seq, hidden) of unpadded rows (the model adds positions and segments itself). Runs outside
+        inference mode and records nothing; call it under `torch.enable_grad()` to differentiate."""
+        if self._head is None:
+            raise ValueError("this model has no language-model head")
+        kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds,
+                                  "attention_mask": torch.ones(inputs_embeds.shape[:2], dtype=torch.long)}
+        if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
+            kwargs["token_type_ids"] = token_type_ids.expand(inputs_embeds.shape[0], -1)
+        token = _RECORDER.set(None)
+        try:
+            last = self.model.base_model(**kwargs, return_dict=True).last_hidden_state  # (batch, seq, hidden)
+        finally:
+            _RECORDER.reset(token)
+        return self._head(self.model, last[:, positions, :]).float()
+
     # -- logit lens ------------------------------------------------------------------------------------
     @torch.inference_mode()
     def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
