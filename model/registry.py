@@ -48,6 +48,8 @@ class ModelEntry:
     architecture: str
     size_bytes: int
     note: str = ""
+    parameters: int = 0  # from the safetensors headers (0: none readable)
+    dtype: str = ""  # the weights' dtype on disk (the most common floating-point dtype in the headers)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,7 +69,29 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
         note = "pickled weights only: convert to safetensors to use it" if any(f.suffix in (".bin", ".pt") for f in files) \
             else "no weights"
     archs = cfg.get("architectures") or [""]
-    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note)
+    params, dtype = weights_summary(path) if not note else (0, "")
+    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note, params, dtype)
+
+
+DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8",
+               "F8_E5M2": "float8"}
+
+
+def weights_summary(path: Path) -> tuple[int, str]:
+    """(parameters, dtype) of a model folder's safetensors weights, from their headers alone (no torch):
+    (0, "") when they cannot be read (the load will say why)."""
+    from model.describe import DescribeError, checkpoint_parameters, safetensors_header, weight_files
+
+    try:
+        files = weight_files(path)
+        counts: dict[str, int] = {}
+        for f in files:
+            for k, v in safetensors_header(f).items():
+                if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") in DTYPE_NAMES:
+                    counts[v["dtype"]] = counts.get(v["dtype"], 0) + 1
+        return checkpoint_parameters(files), DTYPE_NAMES[max(counts, key=counts.get)] if counts else ""
+    except (DescribeError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, ""
 
 
 def _dirs_with_config(root: Path) -> list[Path]:
