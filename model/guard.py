@@ -187,3 +187,17 @@ def check_load(path: Path, files: list[Path], config, cls, dtype: str = "float32
     """Both stages (model.load runs stage 1 before importing torch)."""
     file_params, file_bytes = check_files(path, files, dtype)
     return check_config(path, file_params, file_bytes, config, cls, dtype)
+
+
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and AdamW's two moments
+
+
+def check_training(n_params: int, what: str) -> int:
+    """Refuse (GuardError) a training run whose model, gradients and optimizer state cannot fit in free
+    memory (`n_params` counted on the meta device); returns the bytes they need."""
+    need, avail = n_params * TRAINING_BYTES_PER_PARAMETER, available_memory()
+    if need + RESERVE_BYTES > avail:
+        raise GuardError(f"{what} has {count(n_params)} parameters: training needs {gb(need)} for weights, gradients and "
+                         f"AdamW state but this machine has {gb(avail)} free: refused before allocating (choose fewer "
+                         "layers or a smaller hidden size)")
+    return need

@@ -113,6 +113,8 @@ CASES: list[Case] = [
     Case("train-over-a-finished-run", ["train", "gpt2", "--out", "@saved", "--steps", "5"], "error", "already holds"),
     Case("resume-with-nothing-to-resume", ["train", "gpt2", "--out", "@scratch/o", "--resume"], "error",
          "nothing to resume"),
+    Case("train-larger-than-free-memory", ["train", "gpt2", "--corpus", "@good.txt", "--out", "@scratch/o", "--layers",
+                                           "400", "--hidden", "8192", "--heads", "64"], "error", "refused before allocating"),
     Case("train-zero-steps", ["train", "gpt2", "--out", "@scratch/o", "--steps", "0"], "error", "steps must be at least 1"),
     # ---- model folders and files -------------------------------------------------------------------------
     Case("no-config-json", ["inspect", "@noconfig", "hi"], "error", "no config.json",
