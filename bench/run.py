@@ -7,7 +7,8 @@ import importlib
 import sys
 
 # module -> function(full: bool) returning a list of bench.engine.Figure
-BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser"]
+BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser",
+              "bench.families"]
 
 
 def main(full: bool = False) -> int:

@@ -275,6 +275,8 @@ def _probe_attention(backend, tok) -> None:
     else:
         why = "its forward pass returns no attention weights"
     if not ok:
+        if not backend.num_heads:
+            why = "its config has no attention heads (a state-space or recurrent model?)"
         backend.has_attention = False
         backend.reasons["attention"] = (f"{backend.architecture}'s attention cannot be recorded ({why}); "
                                         "the views that need no attention still work")

@@ -318,8 +318,8 @@ class TorchBackend(Backend):
     # -- incremental decoding ------------------------------------------------------------------------------
     def decoder(self, input_ids: torch.Tensor) -> Decoder | None:
         """A decoder over the model's own key/value cache, for every causal LM; None for everything else."""
-        if self.task != "causal-lm" or self._head is None:
-            return None
+        if self.task != "causal-lm" or self._head is None or "past_key_values" not in self._base_forward_args():
+            return None  # (a state-space model keeps another kind of cache: generation recomputes the prefix)
         return _TorchDecoder(self, input_ids)
 
 

@@ -172,3 +172,42 @@ def test_gqa_maps_are_per_query_head_with_their_group(paths):
     assert kv_caption(4, 2, 3).endswith("head 3 uses key/value head 1, with heads 2-3.")
     assert kv_caption(4, 4, 0) is None
     assert m.backend.rotary and not load_model(paths["gpt2"]).backend.rotary
+
+
+@pytest.mark.parametrize("name", ["llama", "electra", "xlm-roberta", "deberta-v2", "modernbert"])
+def test_tokens_keep_markers_and_offsets(name, paths):
+    """Byte-level BPE (Ġ), WordPiece (##) and Unigram / SentencePiece (▁): each piece, markers stripped,
+    is the text at its offsets."""
+    from model.inspect import encode
+
+    m = load_model(paths[name])
+    text = "the quick brown fox, unbelievable!"
+    enc = encode(m, text)
+    pieces = [t for t in enc.tokens if not t.special]
+    assert pieces and pieces[0].start == 0
+    for t in pieces:
+        assert 0 <= t.start < t.end <= len(text), t
+        piece = t.text.removeprefix("##").replace("Ġ", "").replace("▁", "")
+        assert piece == text[t.start:t.end].strip(), (t, text[t.start:t.end])
+
+
+def test_a_model_without_recordable_attention_still_loads(tmp_path):
+    """Mamba (a state-space model): no attention to record; it loads, says why attention is missing, and the
+    other views work (hidden norms, logit lens, generation by recomputing the prefix)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from model.train.tokenizer import train_tokenizer
+    from tiny_models import SENTENCES
+
+    tok = train_tokenizer("gpt2", SENTENCES, 200, max_length=62)
+    cfg = AutoConfig.for_model("mamba", hidden_size=32, num_hidden_layers=2, vocab_size=len(tok), state_size=4,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "mamba")
+    tok.save_pretrained(tmp_path / "mamba")
+    m = load_model(tmp_path / "mamba")
+    assert "attention" not in m.info.capabilities and "attention heads" in m.info.unavailable["attention"]
+    assert {"causal", "lens", "hidden"} <= set(m.info.capabilities)
+    r = inspect(m, "the quick brown fox", logit_lens=True)
+    assert not r.has_attention and r.logit_lens is not None
+    assert m.backend.decoder(torch.tensor([[1, 2]])) is None
+    assert 1 <= len(generate(m, "the quick", max_new_tokens=3).tokens) <= 3
