@@ -22,10 +22,14 @@ class UserError(ValueError):
 
 
 def _quiet_transformers() -> None:
-    import transformers
+    """Silence transformers' logging and progress bars: through the environment while it is not imported
+    yet (importing it takes seconds; a refused load must not wait for it), else through its API."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
 def _r(x: float, nd: int = 6) -> float | None:
@@ -57,11 +61,11 @@ def _text(args: argparse.Namespace, attr: str = "text") -> str:
     return value
 
 
-def _load(ref: str):
+def _load(ref: str, dtype: str = "float32"):
     from model.load import load_model
 
     _quiet_transformers()
-    return load_model(ref)
+    return load_model(ref, dtype=dtype)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], str]) -> None:
@@ -78,6 +82,11 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[],
 # Commands
 
 
+def _params(n: int) -> str:
+    """A parameter count for the models table: 4.4M, 494.0M, 1.5B ('' when unknown)."""
+    return "" if not n else f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
 def cmd_models(args):
     from model.registry import list_models
 
@@ -89,16 +98,15 @@ def cmd_models(args):
             return "no models found (demo models live in assets/models; train one with `lmscope train`)"
         w = max(len(e.name) for e in entries)
         return "\n".join(f"{e.name:<{w}}  {e.source:<8} {e.model_type:<12} {e.architecture:<24} "
-                         f"{e.size_bytes / 1e6:7.1f} MB  {e.note}" for e in entries)
+                         f"{e.size_bytes / 1e6:7.1f} MB  {_params(e.parameters):>7} {e.dtype:<8}  {e.note}" for e in entries)
 
     _emit(args, payload, human)
     return 0
 
 
 def cmd_tokenize(args):
+    m = _load(args.model)  # first: a refused load must not wait for torch's import
     from model.inspect import encode
-
-    m = _load(args.model)
     enc = encode(m, _text(args), args.pair)
     payload = {"model": m.name, "tokens": [t.to_json() for t in enc.tokens], "num_tokens": len(enc.tokens),
                "warnings": enc.warnings}
@@ -107,9 +115,8 @@ def cmd_tokenize(args):
 
 
 def cmd_inspect(args):
+    m = _load(args.model, args.dtype)  # first: a refused load must not wait for torch's import
     from model.inspect import inspect
-
-    m = _load(args.model)
     r = inspect(m, _text(args), args.pair, top_k=args.top_k, pll=args.pll, logit_lens=args.logit_lens)
     asked_for_a_head = args.layer is not None or args.head is not None
     args.layer, args.head = args.layer or 0, args.head or 0
@@ -154,9 +161,8 @@ def cmd_inspect(args):
 
 
 def cmd_fill_mask(args):
+    m = _load(args.model, args.dtype)  # first: a refused load must not wait for torch's import
     from model.inspect import inspect
-
-    m = _load(args.model)
     if "mlm" not in m.info.capabilities:
         raise UserError(f"{m.name} is a {m.info.task} model and cannot fill masks; use a masked-LM model (BERT, RoBERTa, ALBERT)")
     text = _text(args)
@@ -170,9 +176,8 @@ def cmd_fill_mask(args):
 
 
 def cmd_generate(args):
+    m = _load(args.model, args.dtype)  # first: a refused load must not wait for torch's import
     from model.generate import generate
-
-    m = _load(args.model)
     if "causal" not in m.info.capabilities:
         raise UserError(f"{m.name} is a {m.info.task} model and cannot generate; use a causal model (GPT-2, ELMo)")
     res = generate(
@@ -426,6 +431,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             sp.add_argument("--pair", help="second sentence (NSP / sentence order)")
         sp.add_argument("--json", action="store_true", help="print JSON")
 
+    def dtype_arg(sp):
+        sp.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="load the weights in this dtype (bfloat16: half the memory, for a model that does not fit)")
+
     sp = sub.add_parser("models", help="list models found on this disk")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models)
@@ -441,10 +450,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--top-k", type=int, default=5)
     sp.add_argument("--pll", action="store_true", help="masked LM: pseudo-log-likelihood per token")
     sp.add_argument("--logit-lens", action="store_true", help="each layer's top predictions")
+    dtype_arg(sp)
     sp.set_defaults(func=cmd_inspect)
 
     sp = sub.add_parser("fill-mask", help="predict [MASK] / <mask> tokens")
     common(sp)
+    dtype_arg(sp)
     sp.add_argument("--top-k", type=int, default=5)
     sp.set_defaults(func=cmd_fill_mask)
 
@@ -466,6 +477,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="beam: stop when num-beams hypotheses are done (true), as transformers' early_stopping")
     sp.add_argument("--max-new-tokens", type=int, default=20)
     sp.add_argument("--seed", type=int, default=0)
+    dtype_arg(sp)
     sp.set_defaults(func=cmd_generate)
 
     sp = sub.add_parser("agreement", help="subject-verb agreement per probe kind (no attractor / same / opposite number)")

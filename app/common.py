@@ -153,15 +153,23 @@ def listed_models() -> list[ModelEntry]:
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def load_cached(ref: str) -> LoadedModel:
-    """`load_model` once per process per reference; raises ModelLoadError (a ValueError)."""
-    return load_model(ref, restrict=True)  # app paths must lie in the allowed model folders
+def load_cached(ref: str, dtype: str = "float32") -> LoadedModel:
+    """`load_model` once per process per reference and dtype; raises ModelLoadError (a ValueError)."""
+    return load_model(ref, restrict=True, dtype=dtype)  # app paths must lie in the allowed model folders
+
+
+LOAD_DTYPE_KEY = "load_bf16"  # the Models page's "Load in bfloat16" toggle (this session's loads)
+
+
+def load_dtype() -> str:
+    """The dtype this session loads models in: bfloat16 when the Models page's toggle is on."""
+    return "bfloat16" if st.session_state.get(LOAD_DTYPE_KEY) else "float32"
 
 
 def load(ref: str, where: Any = st) -> LoadedModel | None:
     """Load a model by listed name or path; a failure is shown (in `where`) and gives None."""
     try:
-        return load_cached(ref)
+        return load_cached(ref, load_dtype())
     except ModelLoadError as e:
         where.error(f"Cannot load {ref!r}: {e}")
     except ValueError as e:  # any other user-caused refusal from model/

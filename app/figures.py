@@ -66,8 +66,24 @@ def attention_heatmap(insp: Inspection, layer: int, head: int, selected: int | N
     Only this head's map is in the figure. `selected` outlines that token's row and column.
     """
     z = insp.attention(layer, head)  # (query, key) float32, rows sum to 1
+    # exactly 0 only where the model masks (causal future, outside a sliding window, padding): drawn blank
+    z = np.where(np.asarray(z) == 0.0, np.nan, z)
     return _map_figure(z, insp.tokens, f"Layer {layer}, head {head}: attention from each token (row) to each token (column)",
                        selected, name="attention")
+
+
+def kv_caption(num_heads: int, num_kv_heads: int, head: int) -> str | None:
+    """The grouped-query attention note for the all-heads grid (None without GQA).
+
+        >>> kv_caption(4, 2, 3)
+        'Grouped-query attention: 4 query heads share 2 key/value heads; head 3 uses key/value head 1, with heads 2-3.'
+    """
+    if not num_kv_heads or num_kv_heads >= num_heads:
+        return None
+    g = num_heads // num_kv_heads
+    kv = head // g
+    return (f"Grouped-query attention: {num_heads} query heads share {num_kv_heads} key/value heads; head {head} uses "
+            f"key/value head {kv}, with heads {kv * g}-{kv * g + g - 1}.")
 
 
 def rollout_heatmap(insp: Inspection, selected: int | None = None) -> go.Figure:

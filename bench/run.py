@@ -8,7 +8,8 @@ import importlib
 import sys
 
 # module -> function(full: bool) returning a list of figures (bench.engine.Figure, bench.onnx_latency.Row)
-BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser", "bench.beyond"]
+BENCHMARKS = ["bench.engine", "bench.onnx_latency", "bench.generation", "bench.train_speed", "bench.browser",
+              "bench.beyond", "bench.families"]
 
 
 def main(full: bool = False) -> int:

@@ -51,20 +51,27 @@ def choose_architecture(model_type: str, architectures: list | None) -> tuple[st
     return arch, warnings
 
 
-def transformers_capabilities(arch: str, num_heads: int, has_attention: bool = True) -> tuple[set[str], str]:
-    """(capabilities, task) of a transformers model of class `arch` on the torch backend."""
-    pair_kind = PAIR_KINDS.get(arch)
+def transformers_capabilities(arch: str, num_heads: int, has_attention: bool = True, *, task: str | None = None,
+                              has_lm_head: bool = True, has_lens: bool = True) -> tuple[set[str], str]:
+    """(capabilities, task) of a transformers model of class `arch` on the torch backend. `task`: the one
+    model.families chose from transformers' Auto mappings (None: from the seed lists above, which is what
+    model.describe knows); has_lm_head / has_lens: whether the load found and checked the head and the norm."""
+    if task is None:
+        pair_kind = PAIR_KINDS.get(arch)
+        task = ("pretraining" if pair_kind else "masked-lm") if arch in MLM_ARCHITECTURES else (
+            "causal-lm" if arch in CAUSAL_ARCHITECTURES else "encoder")
+    pair_kind = PAIR_KINDS.get(arch) if task == "pretraining" else None
     caps = {"hidden"}
     if has_attention and num_heads:
         caps.add("attention")
-    if arch in MLM_ARCHITECTURES:
-        caps |= {"mlm", "lens"}
-    if arch in CAUSAL_ARCHITECTURES:
-        caps |= {"causal", "lens"}
+    if has_lm_head and task in ("masked-lm", "pretraining"):
+        caps.add("mlm")
+    if has_lm_head and task == "causal-lm":
+        caps.add("causal")
+    if has_lm_head and has_lens and task != "encoder":
+        caps.add("lens")
     if pair_kind:
         caps.add(pair_kind)
-    task = ("pretraining" if pair_kind else "masked-lm") if arch in MLM_ARCHITECTURES else (
-        "causal-lm" if arch in CAUSAL_ARCHITECTURES else "encoder")
     return caps, task
 
 

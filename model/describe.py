@@ -296,6 +296,8 @@ def _check_tokenizer_files(folder: Path) -> None:
 
 
 def _describe_transformers(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
+    if cfg["model_type"] not in CONFIG_DEFAULTS:  # any other family: its class and head come from the load
+        raise DescribeError(f"a {cfg['model_type']} model is described once it is loaded")
     _check_tokenizer_files(path)
     arch, warnings = capmod.choose_architecture(cfg["model_type"], cfg.get("architectures"))
     get = config_getter(cfg)

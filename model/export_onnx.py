@@ -410,12 +410,18 @@ def _source_path(ref) -> Path:
     return path
 
 
+EXPORTABLE_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2")  # the families whose export parity is tested
+
+
 def _read_source(path: Path):
     from model.load import IMPORT_LOCK, _load_tokenizer, check_weights, read_config
 
     cfg = read_config(path)
     if cfg["model_type"] == "lmscope-elmo":
         raise ValueError(f"{path} is an ELMo model; ONNX export covers the transformer architectures only")
+    if cfg["model_type"] not in EXPORTABLE_TYPES:
+        raise ValueError(f"{path} is a {cfg['model_type']} model; ONNX export (with attention outputs, checked "
+                         f"against torch) covers {', '.join(EXPORTABLE_TYPES)} so far: inspect it on the torch backend")
     check_weights(path)
     with IMPORT_LOCK:
         return cfg, _load_tokenizer(path)

@@ -29,7 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if TYPE_CHECKING:  # importing this module must not import torch: the app's Models page draws without it
     from model.backends.base import Backend
 
+# The seed types: described from their files alone (model.describe); every model type transformers knows loads.
 SUPPORTED_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2", "lmscope-elmo")
+DTYPES = ("float32", "bfloat16")  # what a model may be loaded in (--dtype; float32 unless asked)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
 
 # What each task can show is VIEWS (model.capabilities, torch-free; `from model.load import VIEWS` keeps
@@ -107,10 +109,8 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ModelLoadError(f"{cfg_file} is not a JSON object")
     mt = cfg.get("model_type")
-    if mt not in SUPPORTED_TYPES:
-        raise ModelLoadError(
-            f"unknown model_type {mt!r} in {cfg_file}; lmscope supports: {', '.join(SUPPORTED_TYPES)}"
-        )
+    if not isinstance(mt, str) or not mt:
+        raise ModelLoadError(f"{cfg_file} has no model_type: not a Hugging Face model config")
     return cfg
 
 
@@ -175,21 +175,44 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
-def _load_transformers(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
+def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = "float32") -> LoadedModel:
+    from model import guard
+
+    files = check_weights(path)
+    try:  # before torch is even imported: weights that cannot fit in free memory
+        file_params, file_bytes = guard.check_files(path, files, dtype, cfg)
+    except guard.GuardError as e:
+        raise ModelLoadError(str(e)) from None
+
     import torch
     import transformers
 
+    from model import families
     from model.backends import torch_backend as tb
 
-    check_weights(path)
-    tok = _load_tokenizer(path)
-    arch, warnings = capabilities.choose_architecture(cfg["model_type"], cfg.get("architectures"))
+    try:
+        arch, task, warnings = families.choose_architecture(cfg["model_type"], cfg.get("architectures"))
+    except families.UnknownFamily as e:
+        raise ModelLoadError(f"unknown model_type {cfg['model_type']!r} in {path / 'config.json'}; lmscope loads "
+                             f"every model type transformers knows, and lmscope-elmo ({e})") from None
     cls = getattr(transformers, arch)
     try:
-        model, loading = cls.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=True, dtype=torch.float32,
-            attn_implementation=tb.IMPLEMENTATION, output_loading_info=True,
-        )
+        config = cls.config_class.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    try:  # before anything is allocated: the config against the weights and against free memory
+        guard.check_config(path, file_params, file_bytes, config, cls, dtype)
+    except guard.GuardError as e:
+        raise ModelLoadError(str(e)) from None
+    tok = _load_tokenizer(path)
+    kw = dict(local_files_only=True, use_safetensors=True, dtype=getattr(torch, dtype), output_loading_info=True)
+    record = True
+    try:
+        try:
+            model, loading = cls.from_pretrained(str(path), attn_implementation=tb.IMPLEMENTATION, **kw)
+        except (ValueError, KeyError):  # a class whose attention does not go through AttentionInterface
+            model, loading = cls.from_pretrained(str(path), attn_implementation="eager", **kw)
+            record = False
     except Exception as e:
         raise ModelLoadError(f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     missing = [k for k in loading.get("missing_keys", []) if "position_ids" not in k]
@@ -200,17 +223,36 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str) -> LoadedMode
         raise ModelLoadError(
             f"tokenizer/model mismatch in {path}: the tokenizer has {len(tok)} tokens but the model's embedding has {emb} rows"
         )
-    backend = tb.TorchBackend(model, arch)
+    backend = tb.TorchBackend(model, arch, task=task, record_attention=record)
     _probe_attention(backend, tok)
+    warnings += backend.probe_heads(_probe_ids(tok))
+    if dtype != "float32":
+        warnings.append(f"loaded in {dtype}: maps and predictions differ slightly from float32")
 
-    caps, task = capabilities.transformers_capabilities(arch, backend.num_heads, backend.has_attention)
+    caps, task = capabilities.transformers_capabilities(arch, backend.num_heads, backend.has_attention, task=task,
+                                                        has_lm_head=backend.has_lm_head, has_lens=backend.has_lens)
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0) or getattr(model.config, "n_embd", 0))
-    return LoadedModel(
+    loaded = LoadedModel(
         info=_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
                    sum(p.numel() for p in model.parameters()), _dir_size(path), caps, tok, warnings),
         backend=backend,
         tokenizer=tok,
     )
+    return _with_reasons(loaded)
+
+
+def _with_reasons(loaded: LoadedModel) -> LoadedModel:
+    """Add the backend's own reasons (why attention or the lens is missing) to `unavailable`."""
+    reasons = {k: v for k, v in getattr(loaded.backend, "reasons", {}).items() if k not in loaded.info.capabilities}
+    if not reasons:
+        return loaded
+    return replace(loaded, info=replace(loaded.info, unavailable={**loaded.info.unavailable, **reasons}))
+
+
+def _probe_ids(tok):
+    import torch
+
+    return torch.tensor([tok("probe the head", verbose=False)["input_ids"]])
 
 
 def _probe_attention(backend, tok) -> None:
@@ -218,11 +260,26 @@ def _probe_attention(backend, tok) -> None:
     import torch
 
     ids = torch.tensor([tok("probe")["input_ids"]])
-    try:
-        backend.forward(ids, attentions=True, hidden_states=False)
-    except RuntimeError:
-        backend.record_attention = False
-        backend.model.set_attn_implementation("eager")
+    if backend.record_attention:
+        try:
+            backend.forward(ids, attentions=True, hidden_states=False)
+            return
+        except RuntimeError:
+            backend.record_attention = False
+            backend.model.set_attn_implementation("eager")
+    try:  # eager attention with output_attentions: probabilities only
+        out = backend.forward(ids, attentions=True, hidden_states=False)
+        ok = out.attention is not None and len(out.attention) == backend.num_layers
+    except Exception as e:
+        ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        why = "its forward pass returns no attention weights"
+    if not ok:
+        if not backend.num_heads:
+            why = "its config has no attention heads (a state-space or recurrent model?)"
+        backend.has_attention = False
+        backend.reasons["attention"] = (f"{backend.architecture}'s attention cannot be recorded ({why}); "
+                                        "the views that need no attention still work")
 
 
 def _info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
@@ -249,6 +306,7 @@ def _named(loaded: LoadedModel, name: str) -> LoadedModel:
         from model.backends.onnx_backend import graph_reasons
 
         unavailable.update(graph_reasons(loaded.backend, info.task, name, caps))
+    unavailable.update({k: v for k, v in getattr(loaded.backend, "reasons", {}).items() if k not in caps})
     return LoadedModel(info=replace(info, name=name, unavailable=unavailable), backend=loaded.backend,
                        tokenizer=loaded.tokenizer)
 
@@ -383,13 +441,18 @@ def resolve(ref: str | os.PathLike, restrict: bool = False) -> tuple[Path, str]:
     return p, p.name
 
 
-def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = False) -> LoadedModel:
-    """Load (once per process) and return a shared, read-only model. `restrict`: see `resolve`."""
+def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = False,
+               dtype: str = "float32") -> LoadedModel:
+    """Load (once per process) and return a shared, read-only model. `restrict`: see `resolve`. `dtype`:
+    float32, or bfloat16 for a transformers model that does not fit in free memory in float32 (the load
+    guard, model.guard, says when)."""
     path, name = resolve(ref, restrict)
     kind = "onnx" if path.suffix == ".onnx" else "torch"
     if backend not in ("auto", kind):
         raise ModelLoadError(f"{path} cannot run on the {backend} backend (it is a {kind} model)")
-    key = (str(path), kind)
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    key = (str(path), kind) if dtype == "float32" else (str(path), f"{kind}-{dtype}")
     hit = _CACHE.get(key)
     if hit is not None:
         with _GLOBAL:
@@ -409,7 +472,10 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
             loaded = _load_onnx(path, name)
         else:
             cfg = read_config(path)
-            loaded = _load_elmo(path, cfg, name) if cfg["model_type"] == "lmscope-elmo" else _load_transformers(path, cfg, name)
+            if cfg["model_type"] == "lmscope-elmo":
+                loaded = _load_elmo(path, cfg, name)
+            else:
+                loaded = _load_transformers(path, cfg, name, dtype)
         with _GLOBAL:
             _CACHE[key] = loaded  # only a fully loaded model enters the cache
             while len(_CACHE) > max(1, MAX_LOADED):

@@ -51,6 +51,8 @@ class ModelEntry:
     size_bytes: int
     note: str = ""
     description: str = ""
+    parameters: int = 0  # from the safetensors headers (0: none readable)
+    dtype: str = ""  # the weights' dtype on disk (the most common floating-point dtype in the headers)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -74,7 +76,30 @@ def _entry(name: str, path: Path, source: str) -> ModelEntry | None:
         description = (path / DESCRIPTION_FILE).read_text(encoding="utf-8", errors="replace")[:1000].strip()
     except OSError:
         description = ""
-    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note, description)
+    params, dtype = weights_summary(path) if not note else (0, "")
+    return ModelEntry(name, str(path), source, str(cfg.get("model_type", "?")), str(archs[0]), size, note,
+                      description=description, parameters=params, dtype=dtype)
+
+
+DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8",
+               "F8_E5M2": "float8"}
+
+
+def weights_summary(path: Path) -> tuple[int, str]:
+    """(parameters, dtype) of a model folder's safetensors weights, from their headers alone (no torch):
+    (0, "") when they cannot be read (the load will say why)."""
+    from model.describe import DescribeError, checkpoint_parameters, safetensors_header, weight_files
+
+    try:
+        files = weight_files(path)
+        counts: dict[str, int] = {}
+        for f in files:
+            for k, v in safetensors_header(f).items():
+                if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") in DTYPE_NAMES:
+                    counts[v["dtype"]] = counts.get(v["dtype"], 0) + 1
+        return checkpoint_parameters(files), DTYPE_NAMES[max(counts, key=counts.get)] if counts else ""
+    except (DescribeError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, ""
 
 
 def _dirs_with_config(root: Path) -> list[Path]:

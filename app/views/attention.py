@@ -47,6 +47,9 @@ def _neuron(loaded, insp, layer: int, head: int) -> None:
         return
     st.caption("Hover a token on the left to see what it attends to; click the ⊕ beside it for its query, every "
                "key, their elementwise product, the score q · k (scaled as the model scales it) and the softmax.")
+    if getattr(loaded.backend, "rotary", False):
+        st.caption("This model encodes positions by rotating queries and keys (rotary embeddings): the vectors shown "
+                   "are after the rotation, exactly what the model scores, so a token's query changes with its position.")
     st.iframe(page, height=neuron_view.frame_height(data))
     st.download_button("Download bertviz HTML", page, file_name="bertviz-neuron.html", mime="text/html",
                        on_click="ignore", key="dl_bertviz")
@@ -108,6 +111,11 @@ def render() -> None:
         thumbs = common.derived(insp, "thumbnails", lambda: figures.layer_thumbnails(insp))
         font = figures.LECTURE_FONT if state.current("lecture", False) else figures.BASE_FONT  # common.show's sizes
         common.show(figures.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")
+        note = figures.kv_caption(insp.num_heads, getattr(loaded.backend, "num_kv_heads", 0), head)
+        if note:
+            st.caption(note)
+    st.caption("Blank cells are masked: the model gives them no attention at all (a decoder's future tokens, "
+               "keys outside a sliding / local window, padding).")
     if selected is not None:
         _token_section(loaded, insp, layer, head, selected)
 

@@ -94,7 +94,7 @@ def _use_path() -> None:
         st.session_state["models_path_error"] = "Type a model folder first."
         return
     try:
-        common.load_cached(path)
+        common.load_cached(path, common.load_dtype())
     except ValueError as e:
         st.session_state["models_path_error"] = f"Cannot load {path!r}: {e}"
         return
@@ -112,9 +112,15 @@ def render() -> None:
     st.markdown("#### Models on this disk")
     if entries:
         st.dataframe(pd.DataFrame([{"name": e.name, "source": e.source, "type": e.model_type,
-                                    "architecture": e.architecture, "size": _size(e.size_bytes), "note": e.note,
-                                    "about": e.description}
+                                    "architecture": e.architecture, "size": _size(e.size_bytes),
+                                    "parameters": f"{e.parameters / 1e6:.1f} M" if e.parameters else "",
+                                    "dtype": e.dtype, "note": e.note, "about": e.description}
                                    for e in entries]), hide_index=True)
+    # the widget's own key is dropped when another page runs; the choice is kept under LOAD_DTYPE_KEY
+    st.toggle("Load in bfloat16", key="models_bf16", value=bool(st.session_state.get(common.LOAD_DTYPE_KEY)),
+              on_change=lambda: st.session_state.update({common.LOAD_DTYPE_KEY: st.session_state["models_bf16"]}),
+              help="Half the memory of float32, for a model too large to load otherwise (the load says when); "
+                   "maps and predictions differ slightly. Applies to the models this session loads.")
     with st.expander("Load a model folder by path"):
         with st.form("models_path_form", border=False):  # a form: Enter in the box loads, like the button
             st.text_input("Model folder (inside the demo models, trained runs, the Hugging Face cache or "

@@ -29,7 +29,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from kernels.attention import attention_probs
-from model import capabilities
+from model import capabilities, families
 from model.backends.base import Backend, Decoder, ForwardOutput
 from model.capabilities import PAIR_KINDS
 
@@ -57,9 +57,11 @@ def _recording_attention(module, query, key, value, attention_mask, dropout=0.0,
     attention_mask: additive float mask broadcastable to (batch, head, query, key), or None.
     """
     rec = _RECORDER.get()
-    if rec is not None and rec.unpadded:
+    windowed = kwargs.get("sliding_window") is not None or getattr(module, "sliding_window", None) is not None
+    if rec is not None and rec.unpadded and not windowed:
         attention_mask = None  # SDPA then applies `module.is_causal` itself, without an N x N mask
-    if rec is not None and rec.layers is not None:
+    if rec is not None and rec.layers is not None and kwargs.get("softcap") is None:
+        # (a soft-capped layer is not recorded: the probe then falls back to eager attention)
         causal = attention_mask is None and bool(getattr(module, "is_causal", False))
         rec.layers.append((query.detach(), key.detach(), attention_mask, scaling, causal))
     kwargs.pop("output_attentions", None)
@@ -128,22 +130,80 @@ class TorchBackend(Backend):
 
     kind = "torch"
 
-    def __init__(self, model: nn.Module, architecture: str, *, record_attention: bool = True):
+    def __init__(self, model: nn.Module, architecture: str, *, task: str | None = None, record_attention: bool = True):
         self.model = model.eval()
         self.architecture = architecture
         cfg = model.config
         self.num_layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0))
         self.num_heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0))
+        self.num_kv_heads = int(getattr(cfg, "num_key_value_heads", 0) or self.num_heads)  # < num_heads: GQA
         self.vocab_size = int(cfg.vocab_size)
         self.max_positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        self.causal = architecture in CAUSAL_HEADS or architecture == "GPT2Model" or bool(getattr(cfg, "is_decoder", False))
+        seed = architecture in MLM_HEADS or architecture in CAUSAL_HEADS or architecture in BASE_MODELS
+        self.task = task or ("causal-lm" if architecture in CAUSAL_HEADS else "masked-lm" if architecture in MLM_HEADS
+                             else "encoder")
+        # a decoder: its attention layers say so (is_causal), whatever the family
+        self.causal = architecture in CAUSAL_HEADS or architecture == "GPT2Model" or bool(getattr(cfg, "is_decoder", False)) \
+            or (not seed and any(getattr(m, "is_causal", False) is True for m in model.modules()))
         self._head = MLM_HEADS.get(architecture) or CAUSAL_HEADS.get(architecture)
+        if self._head is None and self.task != "encoder":
+            mods = families.head_modules(model)  # checked against the model's own logits by probe_heads
+            self._head = (lambda m, h, _mods=mods: families.apply_head(_mods, h)) if mods else None
         self.has_lm_head = self._head is not None
         self.pair_kind, self._pair = PAIR_HEADS.get(architecture, (None, None))
         self.has_pair_head = self._pair is not None
         self._lens_norm = LENS_NORMS.get(architecture, lambda m: None)(model)
+        self._seed = seed
+        # rotary positions (Llama, Qwen2, ModernBERT, ...): the recorded queries and keys are the rotated ones,
+        # which is what the attention layer scores (the interface receives them after apply_rotary_pos_emb)
+        self.rotary = any("rotary" in type(m).__name__.lower() for m in model.modules())
+        self.has_lens = self.has_lm_head
+        self.reasons: dict[str, str] = {}  # view -> why it is missing, found at load time
         self.record_attention = record_attention
         self._lock = threading.Lock()  # only for the rare fallback path that needs output_attentions
+
+    @torch.inference_mode()
+    def probe_heads(self, ids: torch.Tensor) -> list[str]:
+        """Check the LM head found in the module against the model's own forward, and find the final norm the
+        logit lens needs (the norm module that maps the last layer's output to the last hidden state).
+        Seed architectures use their checked tables. Returns load warnings; fills `reasons`."""
+        if self._seed or self._head is None:
+            return []
+        token = _RECORDER.set(None)
+        try:
+            stack = next((m for m in self.model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m)), None)
+            captured = []
+            hook = stack[-1].register_forward_hook(lambda mod, inp, out: captured.append(out[0] if isinstance(out, tuple) else out)) \
+                if stack is not None else None
+            try:
+                full = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, return_dict=True)
+            finally:
+                if hook is not None:
+                    hook.remove()
+        finally:
+            _RECORDER.reset(token)
+        last = full.hidden_states[-1]  # (1, seq, hidden)
+        mine = self._head(self.model, last).float()
+        if mine.shape != full.logits.shape or not torch.allclose(mine, full.logits.float(), atol=1e-3, rtol=1e-3):
+            self._head, self.has_lm_head, self.has_lens = None, False, False
+            why = f"{self.architecture}'s output head could not be applied apart from its forward pass"
+            self.reasons.update(mlm=why, causal=why, lens=why)
+            return [why + ": predictions are unavailable"]
+        pre = captured[-1] if captured else None
+        if pre is None or torch.allclose(pre, last, atol=1e-5):
+            self._lens_norm = None  # post-LN (or no norm): the last layer's output is the last hidden state
+            return []
+        for norm in families.norm_candidates(self.model):
+            try:
+                if torch.allclose(norm(pre), last, atol=1e-4, rtol=1e-4):
+                    self._lens_norm = norm
+                    return []
+            except Exception:  # a norm of another width (e.g. relative-position embeddings)
+                continue
+        self.has_lens = False
+        self.reasons["lens"] = (f"logit lens: lmscope cannot find the final norm of {self.architecture} that maps its "
+                                "last layer to the output head")
+        return []
 
     # -- forward ------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -280,9 +340,9 @@ class TorchBackend(Backend):
 
     # -- incremental decoding ------------------------------------------------------------------------------
     def decoder(self, input_ids: torch.Tensor) -> Decoder | None:
-        """A KV-cached decoder for causal LMs (GPT2LMHeadModel); None for everything else."""
-        if self.architecture not in CAUSAL_HEADS or self._head is None:
-            return None
+        """A decoder over the model's own key/value cache, for every causal LM; None for everything else."""
+        if self.task != "causal-lm" or self._head is None or "past_key_values" not in self._base_forward_args():
+            return None  # (a state-space model keeps another kind of cache: generation recomputes the prefix)
         return _TorchDecoder(self, input_ids)
 
 

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from model import guard
 from model.train.checkpoint import RunDir, load_weights, read_state, write_checkpoint, write_final
 from model.train.config import ARCHS, MLM_ARCHS, TrainConfig, TrainingError
 from model.train.prepare import Prepared, batch_for_step, prepare
@@ -189,8 +190,14 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     if cfg.batch_size % d.world:
         raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
     run.rank = d.rank
-    model = build_model(cfg.arch, vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads,
-                        seq_len=cfg.seq_len, dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok, char_cnn=cfg.char_cnn)
+    sizes = dict(vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, seq_len=cfg.seq_len,
+                 dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok, char_cnn=cfg.char_cnn)
+    with torch.device("meta"):  # the load guard's check first: shapes only, nothing allocated (counted on one
+        # and two layers: every layer has the same shapes, so 400 layers cost two tiny builds)
+        p1, p2 = (sum(p.numel() for p in build_model(cfg.arch, **{**sizes, "layers": n}).parameters()) for n in (1, 2))
+    n_params = p1 + (cfg.layers - 1) * (p2 - p1)
+    guard.check_training(n_params, f"a {cfg.layers}-layer {cfg.arch} of hidden size {cfg.hidden}")
+    model = build_model(cfg.arch, **sizes)
     objective = Objective(model, cfg.arch)
     opt = make_optimizer(objective, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))

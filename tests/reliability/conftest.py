@@ -120,6 +120,15 @@ def world(tiny_models, tmp_path_factory) -> World:
     (d / "evil.py").write_text(f"open({str(root / MARKER)!r}, 'w').write('remote code ran')\n"
                                "class EvilModel: pass\nclass EvilTokenizer: pass\n")
 
+    # the load guard: a config claiming a far larger model than its weights (the demo BERT with 4000 layers of
+    # width 8192), and a model larger than free memory (config and weights agree; its file is sparse, in
+    # scratch because the snapshot would read it: LMSCOPE_MODEL_ROOTS lets the app reach it)
+    d = names["inflated"] = _copy(tiny_models["bert-mlm"], demo / "inflated")
+    _edit_config(d, num_hidden_layers=4000, hidden_size=8192)
+    from tiny_families import build_huge
+
+    names["huge"] = build_huge(tiny_models["bert-mlm"], scratch / "huge")
+
     # ONNX: a good export, a truncated copy, random bytes (each in its own folder with the tokenizer)
     from model.export_onnx import export_onnx
 

@@ -113,6 +113,8 @@ CASES: list[Case] = [
     Case("train-over-a-finished-run", ["train", "gpt2", "--out", "@saved", "--steps", "5"], "error", "already holds"),
     Case("resume-with-nothing-to-resume", ["train", "gpt2", "--out", "@scratch/o", "--resume"], "error",
          "nothing to resume"),
+    Case("train-larger-than-free-memory", ["train", "gpt2", "--corpus", "@good.txt", "--out", "@scratch/o", "--layers",
+                                           "400", "--hidden", "8192", "--heads", "64"], "error", "refused before allocating"),
     Case("train-zero-steps", ["train", "gpt2", "--out", "@scratch/o", "--steps", "0"], "error", "steps must be at least 1"),
     # ---- model folders and files -------------------------------------------------------------------------
     Case("no-config-json", ["inspect", "@noconfig", "hi"], "error", "no config.json",
@@ -135,6 +137,10 @@ CASES: list[Case] = [
          app={"page": "attention", "params": {"model": "@onnx-trunc", "text": "hi"}}),
     Case("random-bytes-onnx", ["generate", "@onnx-noise", "hi"], "error", "model.onnx",
          app={"page": "generation", "params": {"model": "@onnx-noise", "text": "hi"}}),
+    Case("config-inflated-past-its-weights", ["inspect", "@inflated", "hi"], "error", "but no tensor of its weights",
+         app={"page": "attention", "params": {"model": "demo/inflated", "text": "hi"}}),
+    Case("model-larger-than-free-memory", ["inspect", "@huge", "hi"], "error", "free: refused before allocating",
+         app={"page": "attention", "params": {"model": "@huge", "text": "hi"}}, env={"LMSCOPE_MODEL_ROOTS": "@scratch"}),
     Case("a-file-not-a-model", ["inspect", "@good.txt", "hi"], "error", "is a file, not a model directory"),
     Case("unknown-model-name", ["inspect", "demo/nope", "hi"], "error", "no such model",
          app={"page": "attention", "params": {"model": "demo/nope", "text": "hi"}}, app_needle="Cannot load 'demo/nope'"),
@@ -257,7 +263,7 @@ def untouched(world_env):
 def test_cli(case: Case, untouched, capsys, monkeypatch):
     world = untouched
     for k, v in case.env.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, _resolve(world, v))
     argv = [_resolve(world, a) for a in case.cli]
     code = main(argv)
     out, err = capsys.readouterr()
@@ -314,7 +320,7 @@ def test_app(case: Case, untouched, monkeypatch, tmp_path):
 
     world = untouched
     for k, v in case.env.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, _resolve(world, v))
     monkeypatch.setattr(jobs, "uploads_root", lambda: tmp_path / "uploads")
     at = _open(case, world)
     assert not at.exception, [e.value for e in at.exception]
