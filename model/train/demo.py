@@ -160,7 +160,14 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
     out_root = Path(out_root)
     work = Path(work) if work else out_root.parent / ".demo-work"
     results = {}
-    for arch in only or list(RECIPES):
+    from model.train.demo_english import ENGLISH_RECIPES, build_english, merge_quality
+
+    for arch in only or [*RECIPES, *ENGLISH_RECIPES]:
+        if arch in ENGLISH_RECIPES:  # the real-English models (model.train.demo_english)
+            results[arch] = build_english(arch, out_root, work, bf16=bf16, scale=scale)
+            continue
+        if arch not in RECIPES:
+            raise ValueError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
         r = dict(RECIPES[arch])
         r["steps"] = max(10, int(r["steps"] * scale))
         run_dir = work / arch
@@ -180,7 +187,7 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
         shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoints", "events.jsonl", ".tmp*"))
         results[arch] = quality
         print(f"\n{arch}: {json.dumps(quality)}", flush=True)
-    (out_root / "DEMO_QUALITY.json").write_text(json.dumps(results, indent=2))
+    merge_quality(out_root / "DEMO_QUALITY.json", results)  # entries of models not rebuilt stay
     shutil.rmtree(work, ignore_errors=True)
     return results
 

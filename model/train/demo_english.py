@@ -1,0 +1,105 @@
+"""The real-English demo models (demo/en-bert, demo/en-gpt2): trained by lmscope on the English of
+model.train.english (WordNet glosses, fortunes, CPython's help text), measured on its held-out documents
+and on hand-written probes (english_eval), stored in fp16 in assets/models next to the toy-world models.
+
+    lmscope demo-models --out assets/models --only en-bert     # one model, one seeded command
+
+Budgets were chosen by measuring tokens/s on this 2-core machine with both recipes training side by side
+(one thread each): see docs/demo-models-english.md.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from model.train.corpus import Corpus
+from model.train.trainer import TrainConfig, train
+
+# name -> TrainConfig fields. seq_len is also the number of positions: 320 reads a 300-token text whole
+# (plus [CLS] / [SEP]). Vocabularies of 12k pieces give ~1.14 tokens per word on an ordinary paragraph.
+ENGLISH_RECIPES: dict[str, dict] = {
+    "en-bert": dict(arch="bert", steps=6000, seq_len=320, batch_size=32, lr=1e-3, warmup=300, vocab_size=12000,
+                    mlm_probability=0.2, layers=4, hidden=256, heads=4, dropout=0.1),
+    "en-gpt2": dict(arch="gpt2", steps=4000, seq_len=320, batch_size=16, lr=1e-3, warmup=200, vocab_size=12000,
+                    layers=4, hidden=256, heads=4, dropout=0.1),
+}
+SEGMENT_WORDS = 120  # BERT segments: up to this many words each, so a pair fills ~300 of the 320 positions
+SEGMENT_SEED = 5
+
+
+def english_training_corpus(arch: str, split) -> Corpus:
+    """The training documents; for BERT their sentences joined into multi-sentence segments."""
+    from model.train.english import segments
+
+    corpus = split.train_corpus()
+    if arch == "bert":
+        corpus = Corpus(corpus.name, segments(corpus.documents, SEGMENT_WORDS, SEGMENT_SEED), corpus.fingerprint)
+    return corpus
+
+
+def train_english(name: str, run_dir: str | Path, *, bf16: bool = True, scale: float = 1.0,
+                  threads: int | None = None, callbacks=None) -> dict:
+    """Train one recipe into run_dir (removed first); returns the training record."""
+    from model.train.dataset import prepare
+    from model.train.english import english_split
+    from model.train.run import progress_bar
+
+    if name not in ENGLISH_RECIPES:
+        raise ValueError(f"unknown English demo model {name!r}; choose one of {', '.join(ENGLISH_RECIPES)}")
+    r = dict(ENGLISH_RECIPES[name])
+    r["steps"] = max(10, int(r["steps"] * scale))
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    split = english_split()
+    cfg = TrainConfig(out_dir=str(run_dir), corpus="english", preset="small", seed=0, bf16=bf16, threads=threads,
+                      checkpoint_every=max(10, r["steps"] // 4), eval_every=max(50, r["steps"] // 10), keep_last=1,
+                      heldout_share=0.01, **r)
+    prep = prepare(cfg.resolved(), corpus=english_training_corpus(r["arch"], split))
+    record = train(cfg, callbacks=[progress_bar] if callbacks is None else callbacks, prepared=prep)
+    record["english_corpus"] = split.stats
+    (run_dir / "training_record.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def install_english(name: str, run_dir: str | Path, out_root: str | Path) -> dict:
+    """Evaluate a trained run (english_eval), store it in fp16 as out_root/name and merge its quality into
+    out_root/DEMO_QUALITY.json (the other entries are kept)."""
+    from model.train.demo import to_fp16
+    from model.train.english_eval import evaluate_english
+
+    run_dir, out_root = Path(run_dir), Path(out_root)
+    quality = evaluate_english(run_dir)
+    rec_path = run_dir / "training_record.json"
+    record = json.loads(rec_path.read_text())
+    record["demo_quality"] = quality
+    rec_path.write_text(json.dumps(record, indent=2, default=str))
+    to_fp16(run_dir)
+    target = out_root / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoints", "events.jsonl", ".tmp*", "STOP"))
+    merge_quality(out_root / "DEMO_QUALITY.json", {name: quality})
+    return quality
+
+
+def merge_quality(path: Path, entries: dict) -> None:
+    """Add or replace entries of DEMO_QUALITY.json, keeping every other entry."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(entries)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def build_english(name: str, out_root: str | Path, work: str | Path, *, bf16: bool = True, scale: float = 1.0) -> dict:
+    """Train, evaluate and install one English demo model."""
+    run_dir = Path(work) / name
+    train_english(name, run_dir, bf16=bf16, scale=scale)
+    quality = install_english(name, run_dir, out_root)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"\n{name}: {json.dumps(quality)}", flush=True)
+    return quality
+
+
+__all__ = ["ENGLISH_RECIPES", "build_english", "train_english", "install_english", "merge_quality"]
