@@ -19,9 +19,9 @@ from model.train.trainer import TrainConfig, train
 # name -> TrainConfig fields. seq_len is also the number of positions: 320 reads a 300-token text whole
 # (plus [CLS] / [SEP]). Vocabularies of 12k pieces give ~1.14 tokens per word on an ordinary paragraph.
 ENGLISH_RECIPES: dict[str, dict] = {
-    "en-bert": dict(arch="bert", steps=6000, seq_len=320, batch_size=32, lr=1e-3, warmup=300, vocab_size=12000,
-                    mlm_probability=0.2, layers=4, hidden=256, heads=4, dropout=0.1),
-    "en-gpt2": dict(arch="gpt2", steps=4000, seq_len=320, batch_size=16, lr=1e-3, warmup=200, vocab_size=12000,
+    "en-bert": dict(arch="bert", steps=2000, seq_len=320, batch_size=16, lr=7e-4, warmup=150, vocab_size=12000,
+                    mlm_probability=0.25, layers=4, hidden=256, heads=4, dropout=0.1),
+    "en-gpt2": dict(arch="gpt2", steps=1200, seq_len=320, batch_size=16, lr=1e-3, warmup=100, vocab_size=12000,
                     layers=4, hidden=256, heads=4, dropout=0.1),
 }
 SEGMENT_WORDS = 120  # BERT segments: up to this many words each, so a pair fills ~300 of the 320 positions

@@ -201,22 +201,27 @@ def english_split(sources: dict[str, list[list[str]]] | None = None, probes: lis
     return EnglishSplit(kept, held, stats)
 
 
-def segments(docs: list[list[str]], max_words: int, seed: int) -> list[list[str]]:
-    """Consecutive sentences of each document joined into segments of up to a seeded random length
-    (1 sentence .. max_words words), BERT's multi-sentence segments: the masked model then sees short and
-    long inputs, and trains every position up to its length.
+def segments(docs: list[list[str]], max_words: int, seed: int, short_share: float = 0.2) -> list[list[str]]:
+    """Consecutive sentences of each document joined into BERT's multi-sentence segments: up to max_words
+    words, except a seeded short_share of them whose budget is drawn from 1 .. max_words (BERT's short
+    sequences). Mostly full inputs waste little on padding and train every position; the short ones keep
+    one-sentence inputs familiar.
 
     >>> segments([["a b.", "c d.", "e f."]], max_words=100, seed=0)[0][-1].endswith("e f.")
     True
     """
     rng = random.Random(seed)
+
+    def budget() -> int:
+        return rng.randint(1, max_words) if rng.random() < short_share else max_words
+
     out = []
     for d in docs:
-        segs, cur, budget = [], [], rng.randint(1, max_words)
+        segs, cur, left = [], [], budget()
         for s in d:
-            if cur and sum(len(x.split()) for x in cur) + len(s.split()) > budget:
+            if cur and sum(len(x.split()) for x in cur) + len(s.split()) > left:
                 segs.append(" ".join(cur))
-                cur, budget = [], rng.randint(1, max_words)
+                cur, left = [], budget()
             cur.append(s)
         if cur:
             segs.append(" ".join(cur))
