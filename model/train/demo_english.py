@@ -24,6 +24,21 @@ ENGLISH_RECIPES: dict[str, dict] = {
     "en-gpt2": dict(arch="gpt2", steps=1200, seq_len=320, batch_size=16, lr=1e-3, warmup=100, vocab_size=12000,
                     layers=4, hidden=256, heads=4, dropout=0.1),
 }
+# Written next to each English model (the WordNet licence asks for its notice on all copies, modifications
+# included; a model trained on the glosses is treated as one).
+NOTICE = """This model was trained by lmscope (`lmscope demo-models --only NAME`) on text read from:
+
+- WordNet 3.0 (Debian package wordnet-base): glosses and example sentences.
+  WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.
+  THIS SOFTWARE AND DATABASE IS PROVIDED "AS IS" AND PRINCETON UNIVERSITY MAKES NO REPRESENTATIONS OR
+  WARRANTIES, EXPRESS OR IMPLIED. BY WAY OF EXAMPLE, BUT NOT LIMITATION, PRINCETON UNIVERSITY MAKES NO
+  REPRESENTATIONS OR WARRANTIES OF MERCHANTABILITY OR FITNESS FOR ANY PARTICULAR PURPOSE OR THAT THE USE OF THE
+  LICENSED SOFTWARE, DATABASE OR DOCUMENTATION WILL NOT INFRINGE ANY THIRD PARTY PATENTS, COPYRIGHTS,
+  TRADEMARKS OR OTHER RIGHTS. (The full WordNet 3.0 licence: /usr/share/doc/wordnet-base/copyright.)
+- Debian's fortune files (packages fortunes, fortunes-min; BSD fortune-mod collection; the offensive set and
+  the files named in model/train/english.py SKIP_FORTUNES were not read).
+- CPython's help text (pydoc_data.topics), Python Software Foundation License.
+"""
 SEGMENT_WORDS = 120  # BERT segments: up to this many words each, so a pair fills ~300 of the 320 positions
 SEGMENT_SEED = 5
 
@@ -39,8 +54,9 @@ def english_training_corpus(arch: str, split) -> Corpus:
 
 
 def train_english(name: str, run_dir: str | Path, *, bf16: bool = True, scale: float = 1.0,
-                  threads: int | None = None, callbacks=None) -> dict:
-    """Train one recipe into run_dir (removed first); returns the training record."""
+                  threads: int | None = None, callbacks=None, resume: bool = False) -> dict:
+    """Train one recipe into run_dir (removed first, unless resume: continue from its newest checkpoint;
+    the corpus and tokenizer are rebuilt, identically); returns the training record."""
     from model.train.dataset import prepare
     from model.train.english import english_split
     from model.train.run import progress_bar
@@ -50,11 +66,12 @@ def train_english(name: str, run_dir: str | Path, *, bf16: bool = True, scale: f
     r = dict(ENGLISH_RECIPES[name])
     r["steps"] = max(10, int(r["steps"] * scale))
     run_dir = Path(run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     split = english_split()
     cfg = TrainConfig(out_dir=str(run_dir), corpus="english", preset="small", seed=0, bf16=bf16, threads=threads,
                       checkpoint_every=max(10, r["steps"] // 4), eval_every=max(50, r["steps"] // 10), keep_last=1,
-                      heldout_share=0.01, **r)
+                      heldout_share=0.01, resume=resume, **r)
     prep = prepare(cfg.resolved(), corpus=english_training_corpus(r["arch"], split))
     record = train(cfg, callbacks=[progress_bar] if callbacks is None else callbacks, prepared=prep)
     record["english_corpus"] = split.stats
@@ -69,6 +86,8 @@ def install_english(name: str, run_dir: str | Path, out_root: str | Path) -> dic
     from model.train.english_eval import evaluate_english
 
     run_dir, out_root = Path(run_dir), Path(out_root)
+    if not (run_dir / "model.safetensors").exists():
+        model_from_checkpoint(run_dir)
     quality = evaluate_english(run_dir)
     rec_path = run_dir / "training_record.json"
     record = json.loads(rec_path.read_text())
@@ -79,8 +98,33 @@ def install_english(name: str, run_dir: str | Path, out_root: str | Path) -> dic
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoints", "events.jsonl", ".tmp*", "STOP"))
+    (target / "NOTICE.txt").write_text(NOTICE.replace("NAME", name))
     merge_quality(out_root / "DEMO_QUALITY.json", {name: quality})
     return quality
+
+
+def model_from_checkpoint(run_dir: Path) -> None:
+    """A run stopped before its last step (OUT/STOP, SIGTERM): its newest checkpoint becomes the model, and
+    its training record says where it stopped (the learning rate had not decayed to 0 there)."""
+    from model.train.checkpoint import STATE_FILE, RunDir
+
+    ckpt = RunDir(run_dir).latest_checkpoint()
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} holds neither a finished model nor a checkpoint")
+    for f in ckpt.iterdir():
+        if f.is_file() and f.name != STATE_FILE:
+            shutil.copy2(f, run_dir / f.name)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    start = next(e for e in events if e["type"] in ("start", "resume"))
+    evals = [e for e in events if e["type"] == "eval"]
+    record = {"status": "stopped", "arch": start["config"]["arch"], "config": start["config"],
+              "steps": int(ckpt.name.split("-")[1]), "total_steps": start["total_steps"],
+              "heldout": evals[-1] if evals else None, "baselines": start.get("baselines"),
+              "parameters": start.get("parameters"), "checkpoint": ckpt.name}
+    old = run_dir / "training_record.json"
+    if old.exists():
+        record = {**json.loads(old.read_text()), **record}
+    old.write_text(json.dumps(record, indent=2, default=str))
 
 
 def merge_quality(path: Path, entries: dict) -> None:

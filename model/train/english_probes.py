@@ -79,11 +79,19 @@ PARAGRAPH = (
 
 
 def long_text(min_tokens: int, tokenizer) -> str:
-    """PARAGRAPH repeated until `tokenizer` makes at least min_tokens pieces of it (no special tokens)."""
-    text = PARAGRAPH
-    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < min_tokens:
-        text += " " + PARAGRAPH
-    return text
+    """The shortest run of PARAGRAPH's words (repeated as needed) that `tokenizer` makes at least
+    min_tokens pieces of (no special tokens): a text of about min_tokens tokens."""
+    def n_tokens(k: int) -> int:
+        return len(tokenizer(" ".join(words[:k]), add_special_tokens=False, verbose=False)["input_ids"])
+
+    words = PARAGRAPH.split()
+    while n_tokens(len(words)) < min_tokens:
+        words += PARAGRAPH.split()
+    lo, hi = 1, len(words)  # the smallest k with n_tokens(k) >= min_tokens
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if n_tokens(mid) < min_tokens else (lo, mid)
+    return " ".join(words[:lo])
 
 
 __all__ = ["CLOZE", "PROMPTS", "PARAGRAPH", "long_text"]
