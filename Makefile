@@ -42,6 +42,8 @@ test-fast: setup
 	$(PY) -m pytest -m "not browser and not slow"
 
 demo-models: setup
+	@# the real-English models (en-*) read WordNet and the fortunes where Debian installs them
+	@test -f /usr/share/wordnet/data.noun -a -d /usr/share/games/fortunes || apt-get install -y wordnet-base fortunes fortunes-min
 	$(VENV)/bin/lmscope demo-models --out assets/models
 
 # Exits non-zero when any figure misses its target (`lmscope bench` returns 1). BENCH_ARGS=--full for the long run.

@@ -571,7 +571,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo-models", help="train the demo models shipped in assets/models")
     sp.add_argument("--out", default="assets/models")
-    sp.add_argument("--only", nargs="*", help="architectures to build (default: all)")
+    sp.add_argument("--only", nargs="*", help="demo models to build: gpt2 bert roberta albert elmo (toy world), en-bert en-gpt2 (real English); default: all")
     sp.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.05 for a smoke test)")
     sp.set_defaults(func=cmd_demo_models)
     return p

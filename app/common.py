@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from app import state
+from app import model_notes, state
 from app.figures import LECTURE_FONT, LECTURE_TITLE_FONT
 from model import jobs
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
@@ -303,13 +303,14 @@ def pick_model(key: str = "model", label: str = "Model", prefer: Callable[[Model
                sidebar: bool = True) -> str | None:
     """The select box of `model_picker` alone (no loading): the picked name, or None after a warning."""
     where = st.sidebar if sidebar else st
-    options = model_options(key)
+    options = model_notes.order(model_options(key))
     if not options:
         where.warning("No models found. Put a model folder in assets/models (or set LMSCOPE_DEMO_MODELS), "
                       "train one on the Train page, or fill the Hugging Face cache.")
         return None
     with st.sidebar if sidebar else st.container():
         name = state.selectbox(label, key, options, default_model(prefer, key))
+        model_notes.picker_caption(name, options)
     if key == "model":
         _follow_text(name)
     return name
@@ -338,6 +339,7 @@ def inspect_text(loaded: LoadedModel, text: str, pair: str | None = None, **kw) 
     if not text or not text.strip():
         st.error("The text is empty: type a sentence above.")
         return None
+    model_notes.vocabulary_warning(loaded, text, model_names())
     cache: OrderedDict = st.session_state.setdefault("_inspections", OrderedDict())
     key = (loaded.info.path, loaded.info.backend, text, pair or None, tuple(sorted(kw.items())))
     if key in cache:

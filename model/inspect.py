@@ -109,8 +109,18 @@ def encode(loaded: LoadedModel, text: str, text_pair: str | None = None) -> Enco
     if len(ids) < n_full:
         last = max((t.end for t in tokens if not t.special and t.segment == 0), default=0)
         where = f"after character {last} of {len(text)} (…{text[max(0, last - 20):last]!r})"
-        warnings.append(f"the input is {n_full} tokens but the model reads at most {limit}: truncated {where}")
+        warnings.append(f"the input is {n_full} tokens but {loaded.info.name} reads at most {limit}: truncated {where}"
+                        + longer_hint(loaded, n_full))
     return Encoded(tokens, np.asarray(ids, dtype=np.int64), None if tti is None else np.asarray(tti, dtype=np.int64), warnings)
+
+
+def longer_hint(loaded: LoadedModel, n_tokens: int) -> str:
+    """"; demo/en-bert (320 tokens) reads it whole" when a listed model of the same kind does, else ""."""
+    from model.model_notes import longer_reader
+    from model.registry import list_models
+
+    other = longer_reader(loaded.info.name, n_tokens, loaded.info.capabilities, list_models())
+    return f"; {other} reads it whole" if other else ""
 
 
 def _topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

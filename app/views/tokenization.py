@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures, state
+from app import common, figures, model_notes, state
 from model.inspect import InputError, encode
 
 
@@ -57,6 +57,7 @@ def render() -> None:
             continue
         for w in enc.warnings:
             st.warning(f"{name}: {w}")
+        model_notes.vocabulary_warning(m, text, common.model_names())
         rows.append((name, text, enc.tokens))
     if not rows:
         return

@@ -194,7 +194,14 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
         raise ValueError(f"unknown demo model {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     train_sentences = training_sentences()
     results = {}
-    for arch in only or list(RECIPES):
+    from model.train.demo_english import ENGLISH_RECIPES, build_english
+
+    for arch in only or [*RECIPES, *ENGLISH_RECIPES]:
+        if arch in ENGLISH_RECIPES:  # the real-English models (model.train.demo_english)
+            results[arch] = build_english(arch, out_root, work, scale=scale)  # bf16: measured per CPU
+            continue
+        if arch not in RECIPES:
+            raise ValueError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
         r = dict(RECIPES[arch])
         r["steps"] = max(10, int(r["steps"] * scale))
         run_dir = work / arch

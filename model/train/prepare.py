@@ -67,10 +67,11 @@ def build_examples(cfg: TrainConfig, tok, docs: list[list[str]], seed: int) -> d
         raise CorpusError(f"corpus {cfg.corpus}: {e}") from None
 
 
-def prepare(cfg: TrainConfig, tok=None) -> Prepared:
+def prepare(cfg: TrainConfig, tok=None, corpus: Corpus | None = None) -> Prepared:
     """cfg must be resolved. tok: reuse a tokenizer (resume); None trains one on the training documents.
+    corpus: documents already read (e.g. model.train.english); None reads cfg.corpus.
     Raises CorpusError (a ValueError) with a clear message."""
-    corpus = load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     train_docs, held_docs = split_documents(corpus.documents, cfg.heldout_share, cfg.seed)
     if tok is None:
         tok = train_tokenizer(cfg.arch, (s for d in train_docs for s in d), cfg.vocab_size, max_length=cfg.seq_len)
