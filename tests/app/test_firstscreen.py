@@ -87,7 +87,8 @@ def test_masked_lm_and_generation_open_on_the_model_they_suit_with_a_text_it_rea
     assert value(at, "selectbox", "qp_model") == bert  # not demo/albert, the first in alphabetical order
     assert value(at, "text_area", "qp_text") == common.TEXTS[family]["mask"]
     assert not at.warning and not at.error  # no "No mask in the input"
-    assert len(at.get("plotly_chart")) == 1  # the predictions at the mask
+    charts = [c.key for c in at.get("plotly_chart")]
+    assert sum(k.startswith("fig_masked-lm-") for k in charts) == 1, charts  # the predictions at the mask
     at = first_screen("generation")
     assert value(at, "selectbox", "qp_model") == gpt2
     assert value(at, "text_area", "qp_text") == common.TEXTS[family]["prompt"]
