@@ -48,11 +48,14 @@ class Encoded:
 
 
 def max_tokens(loaded: LoadedModel) -> int | None:
-    """How many tokens the model can read (RoBERTa reserves two positions for its padding offset)."""
+    """How many tokens the model can read (RoBERTa-style models reserve padding_idx + 1 positions)."""
     n = loaded.backend.max_positions
     if n is None:
         return None
-    return n - 2 if loaded.info.model_type == "roberta" else n
+    offset = getattr(loaded.backend, "position_offset", None)  # the torch backend reads it from the model
+    if offset is None:
+        offset = 2 if loaded.info.model_type == "roberta" else 0
+    return n - offset
 
 
 def clean_text(text: str) -> str:

@@ -264,7 +264,7 @@ def _probe_attention(backend, tok) -> None:
         try:
             backend.forward(ids, attentions=True, hidden_states=False)
             return
-        except RuntimeError:
+        except Exception:  # recorded fewer layers than it has, or the lmscope implementation failed: eager
             backend.record_attention = False
             backend.model.set_attn_implementation("eager")
     try:  # eager attention with output_attentions: probabilities only

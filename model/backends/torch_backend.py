@@ -154,6 +154,11 @@ class TorchBackend(Backend):
         self.has_pair_head = self._pair is not None
         self._lens_norm = LENS_NORMS.get(architecture, lambda m: None)(model)
         self._seed = seed
+        # RoBERTa-style positions (RoBERTa, XLM-RoBERTa, CamemBERT...) start after the padding index: the
+        # first padding_idx + 1 rows of the position table are never used by a real token
+        emb = getattr(model.base_model, "embeddings", None)
+        pad = getattr(emb, "padding_idx", None)
+        self.position_offset = pad + 1 if hasattr(emb, "create_position_ids_from_input_ids") and isinstance(pad, int) else 0
         # rotary positions (Llama, Qwen2, ModernBERT, ...): the recorded queries and keys are the rotated ones,
         # which is what the attention layer scores (the interface receives them after apply_rotary_pos_emb)
         self.rotary = any("rotary" in type(m).__name__.lower() for m in model.modules())
@@ -177,14 +182,17 @@ class TorchBackend(Backend):
                 if stack is not None else None
             try:
                 full = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, return_dict=True)
+                last = full.hidden_states[-1]  # (1, seq, hidden)
+                mine = self._head(self.model, last).float()
+                same = mine.shape == full.logits.shape and torch.allclose(mine, full.logits.float(), atol=1e-3, rtol=1e-3)
+            except Exception:  # a head that needs more than the hidden state, or a forward without logits
+                same = False
             finally:
                 if hook is not None:
                     hook.remove()
         finally:
             _RECORDER.reset(token)
-        last = full.hidden_states[-1]  # (1, seq, hidden)
-        mine = self._head(self.model, last).float()
-        if mine.shape != full.logits.shape or not torch.allclose(mine, full.logits.float(), atol=1e-3, rtol=1e-3):
+        if not same:
             self._head, self.has_lm_head, self.has_lens = None, False, False
             why = f"{self.architecture}'s output head could not be applied apart from its forward pass"
             self.reasons.update(mlm=why, causal=why, lens=why)

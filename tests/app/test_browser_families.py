@@ -31,6 +31,14 @@ def demo_models(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _patient(page):
+    """The first visit of a page loads its model in the server (the engine import included): on a busy
+    machine that takes longer than playwright's default 30 s navigation timeout."""
+    page.set_default_navigation_timeout(180_000)
+    page.set_default_timeout(120_000)
+
+
 def _main(page):
     return page.get_by_test_id("stMain")
 

@@ -211,3 +211,14 @@ def test_a_model_without_recordable_attention_still_loads(tmp_path):
     assert not r.has_attention and r.logit_lens is not None
     assert m.backend.decoder(torch.tensor([[1, 2]])) is None
     assert 1 <= len(generate(m, "the quick", max_new_tokens=3).tokens) <= 3
+
+
+def test_roberta_style_positions_leave_room_for_the_padding_offset(paths):
+    from model.inspect import max_tokens
+
+    for name, offset in (("xlm-roberta", 2), ("roberta", 2), ("bert", 0), ("llama", 0)):
+        m = load_model(paths[name])
+        assert max_tokens(m) == m.backend.max_positions - offset
+    m = load_model(paths["xlm-roberta"])
+    r = inspect(m, "the quick brown fox " * 40, summaries=False)  # past the positions: truncated, no IndexError
+    assert len(r.tokens) == max_tokens(m) and any("truncated" in w for w in r.warnings)
