@@ -90,7 +90,6 @@ def test_sigkill_at_random_instants_then_resume(corpus, tmp_path, capsys):
     rng = random.Random(FAULT_SEED)
     delays = [rng.uniform(0.0, 1.5) for _ in range(3)]
     instants = ", ".join(f"{d:.3f}" for d in delays)
-    print(f"kill instants (LMSCOPE_FAULT_SEED={FAULT_SEED}): {instants} s after the first checkpoint")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
     for trial, delay in enumerate(delays):
