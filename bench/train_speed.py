@@ -176,12 +176,14 @@ def ratio_figure(run: Lockstep, picks: str, threads: int) -> Figure:
     cfg, d = run.cfg, run.dtype
     other = "bf16" if d == "fp32" else "fp32"
     note = (f"MFU ours {run.mfu(run.ours):.0f}% / plain {run.mfu(run.plain):.0f}% of the {d} peak "
-            f"{run.peaks[d] / 1e9:.1f} GFLOP/s ({other} peak {run.peaks[other] / 1e9:.1f}); trainer picks {picks} here; "
+            f"{run.peaks[d] / 1e9:.1f} GFLOP/s ({other} peak {run.peaks[other] / 1e9:.1f}); "
+            f"trainer picks {picks} here; "
             f"threads={threads}")
     return Figure(f"train {cfg.arch} {cfg.preset} seq {cfg.seq_len} {d} tokens/s", run.ours, run.plain, "t/s",
                   f">= {TARGET_RATIO}x plain loop", run.ours >= TARGET_RATIO * run.plain,
                   ours_does=f"lmscope trainer, {DTYPE_DOES[d]}, {run.activation}",
-                  baseline_does=f"plain transformers loop, same weights/config/batches, {DTYPE_DOES[d]}, {run.activation}",
+                  baseline_does=f"plain transformers loop, same weights/config/batches, {DTYPE_DOES[d]}, "
+                                f"{run.activation}",
                   note=note)
 
 

@@ -17,7 +17,8 @@ TINY = dict(layers=1, hidden=32, heads=2, seq_len=16, batch_size=4, vocab_size=2
 
 @pytest.fixture(scope="module")
 def prepared():
-    cfg = TrainConfig(arch="gpt2", out_dir="unused", corpus="pydoc", preset="tiny", steps=4, bf16=False, **TINY).resolved()
+    cfg = TrainConfig(arch="gpt2", out_dir="unused", corpus="pydoc", preset="tiny", steps=4, bf16=False,
+                      **TINY).resolved()
     return cfg, prepare(cfg)
 
 
