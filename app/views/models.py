@@ -160,4 +160,5 @@ def render() -> None:
         else:
             slot2.clear()
 
+
 render()
