@@ -78,6 +78,22 @@ def toy_text(chars: int) -> str:
     return " ".join(out)[:chars]
 
 
+@pytest.fixture(scope="module")
+def server(demo_models, app_env, tmp_path_factory):
+    """conftest's server, given 5 minutes to come up (on a shared machine at load 30 it took over 1)."""
+    import sys
+
+    from app.launch import serving
+    from browser_helpers import ROOT, need_browser
+
+    need_browser()
+    tmp = tmp_path_factory.mktemp("app")
+    env = {"LMSCOPE_DEMO_MODELS": str(demo_models), "LMSCOPE_RUNS": str(tmp / "runs"), **app_env}
+    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(argv, env, cwd=ROOT, log=tmp / "app.log", timeout=300) as (url, _):
+        yield url
+
+
 @pytest.fixture
 def page(page):
     """conftest's page, with 5 minutes for every action: on a machine shared by many processes (load 20 on 2
