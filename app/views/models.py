@@ -167,4 +167,5 @@ def render() -> None:
         else:
             slot2.clear()
 
+
 render()

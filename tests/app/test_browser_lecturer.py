@@ -78,6 +78,30 @@ def toy_text(chars: int) -> str:
     return " ".join(out)[:chars]
 
 
+@pytest.fixture(scope="module")
+def server(demo_models, app_env, tmp_path_factory):
+    """conftest's server, given 5 minutes to come up (on a shared machine at load 30 it took over 1)."""
+    import sys
+
+    from app.launch import serving
+    from browser_helpers import ROOT, need_browser
+
+    need_browser()
+    tmp = tmp_path_factory.mktemp("app")
+    env = {"LMSCOPE_DEMO_MODELS": str(demo_models), "LMSCOPE_RUNS": str(tmp / "runs"), **app_env}
+    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(argv, env, cwd=ROOT, log=tmp / "app.log", timeout=300) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def page(page):
+    """conftest's page, with 5 minutes for every action: on a machine shared by many processes (load 20 on 2
+    cores) one click has waited over 2 minutes for the browser, and one `evaluate` 97 s."""
+    page.set_default_timeout(300_000)
+    return page
+
+
 def idle(page, timeout: float = 60) -> None:
     """The script run is over (after waiting on content only the new state produces)."""
     page.wait_for_selector("[data-test-script-state=notRunning]", state="attached", timeout=timeout * 1000)
@@ -203,11 +227,11 @@ def test_train_stop_and_resume_reaches_finished_without_interaction(page, server
     page.get_by_role("button", name="Start training").click()
     progress = main.get_by_test_id("stProgress")
     expect(progress).to_contain_text(re.compile(rf"running [1-9]\d*/{steps}"), timeout=300_000)
-    page.get_by_role("button", name="Stop", exact=True).click(timeout=120_000)  # a busy machine: slow to react
+    page.get_by_role("button", name="Stop", exact=True).click()
     expect(progress).to_contain_text(re.compile(r"stopped at step \d+"), timeout=120_000)
     stopped_at = int(re.search(r"stopped at step (\d+)", progress.inner_text()).group(1))
     assert 0 < stopped_at < steps
-    page.get_by_role("button", name="Resume", exact=True).click(timeout=120_000)
+    page.get_by_role("button", name="Resume", exact=True).click()
     expect(progress).to_contain_text("continuing from the newest checkpoint", timeout=120_000)
     # from here on, no click and no key press: the panel follows the job to its end by itself
     t0 = time.perf_counter()

@@ -61,8 +61,8 @@ def texts(at: AppTest, kind: str) -> list[str]:
 
 
 def test_compare_reads_a_long_text_as_far_as_the_models_do():
-    from app.views.compare import MAX_CHARS
     from app.figures_gen import LENS_TEXT_TOKENS, MAX_CHAR_TICKS
+    from app.views.compare import MAX_CHARS
 
     text = "the dogs near the cat run quickly; the cat near the dogs sleeps. " * 400  # 26,000 characters
     at = app("compare", model="demo/bert-mlm", model2="demo/gpt2", text=text)
