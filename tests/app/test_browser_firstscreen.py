@@ -12,6 +12,7 @@ conftest.py), on the shipped demo models (assets/models; skipped without them):
 """
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,13 @@ FIGURE_BOX = """(key) => { const r = document.querySelector('.st-key-' + key + '
   return [r.top, r.width, r.height]; }"""
 
 
+@pytest.fixture(autouse=True)
+def patient(page):
+    """A busy machine (the CI box runs training next to the tests) may take minutes for a first render."""
+    page.set_default_navigation_timeout(180_000)
+    page.set_default_timeout(120_000)
+
+
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
     missing = [m for m in ("bert", "gpt2") if not (ASSETS_MODELS / m / "config.json").is_file()]
@@ -68,8 +76,14 @@ def demo_models() -> Path:
     return ASSETS_MODELS
 
 
-def wait_figure(page, key: str, timeout: float = 120) -> None:
-    page.wait_for_function(FIGURE_DRAWN, arg=key, polling="raf", timeout=timeout * 1000)
+def wait_figure(page, key: str, timeout: float = 300) -> None:
+    """Until the figure keyed `key` is drawn; else fail with what the page shows instead."""
+    from playwright.sync_api import TimeoutError
+
+    try:
+        page.wait_for_function(FIGURE_DRAWN, arg=key, polling="raf", timeout=timeout * 1000)
+    except TimeoutError:
+        raise AssertionError(f"no figure {key} on {page.url}: " + page.get_by_test_id("stMain").inner_text()[:600]) from None
 
 
 def test_first_screens_open_on_the_model_they_suit_with_a_text_it_reads(page, server):
@@ -80,13 +94,13 @@ def test_first_screens_open_on_the_model_they_suit_with_a_text_it_reads(page, se
     for name, key in FIRST.items():
         open_page(page, server, name)  # no query string
         wait_figure(page, key)
-        sidebar = page.get_by_test_id("stSidebar")
-        expect(sidebar.get_by_text("demo/gpt2" if name == "generation" else "demo/bert", exact=True)).to_be_visible()
+        model = "demo/gpt2" if name == "generation" else "demo/bert"
+        assert f"model={urllib.parse.quote(model, safe='')}" in page_url(page, "model="), name  # what the picker chose
+        expect(page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")).to_be_visible()
         kind = {"masked_lm": "mask", "generation": "prompt"}.get(name, "plain")
-        expect(page.get_by_test_id("stMain").locator("textarea").first).to_have_value(common.TEXTS["toyworld"][kind])
+        expect(page.get_by_test_id("stMain").locator("textarea").first).to_have_value(common.TEXTS["toyworld"][kind], timeout=60_000)
         main_text = page.get_by_test_id("stMain").inner_text()
         assert "No mask" not in main_text and "Cannot load" not in main_text, name
-        assert "text=" in page_url(page, "text=")  # the first screen is a shareable link like any other
     # Masked LM's first screen: ten predictions under the mask
     open_page(page, server, "masked_lm")
     wait_figure(page, FIRST["masked_lm"])
@@ -107,10 +121,10 @@ def test_lecture_mode_fits_a_1280x720_projector(page, server, name):
     _, normal_width, normal_height = page.evaluate(FIGURE_BOX, key)
 
     open_page(page, server, name, lecture="1")
-    expect(page.get_by_role("switch", name="Lecture mode")).to_be_checked()
+    expect(page.get_by_role("switch", name="Lecture mode")).to_be_checked(timeout=180_000)
     page.wait_for_function("(k) => { const d = document.querySelector('.st-key-' + k + ' .js-plotly-plot');"
                            " return !!d && !!d.layout && d.layout.font && d.layout.font.size == 18; }",
-                           arg=key, polling="raf", timeout=120_000)
+                           arg=key, polling="raf", timeout=300_000)
     wait_figure(page, key)
     page.wait_for_timeout(500)
     window_w, inner_w, main_w, main_client, nav_cut, tabs_cut = page.evaluate(FITS)

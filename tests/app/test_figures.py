@@ -290,6 +290,32 @@ def test_mask_bars(bert):
     assert "[MASK]" in s["layout"]["title"]["text"]
 
 
+def test_the_hidden_token_gets_its_rank_and_probability_even_outside_the_top_k(models):
+    """inspect(mask_targets=...) gives each mask the hidden token's probability and rank over the whole
+    vocabulary (checked against a full-vocabulary run); mask_bars adds it under the top k when it is not
+    among them."""
+    m = models["bert-mlm"]
+    text = "the dogs near the [MASK] run quickly."
+    at = text.index("[MASK]")
+    full = inspect(m, text, top_k=1000)  # every token of the tiny vocabulary, best first
+    ranked = full.masks[0].predictions
+    for rank in (1, 4, 40):  # inside the top 5 and far outside it
+        hidden = ranked[rank - 1]
+        insp = inspect(m, text, top_k=5, mask_targets={at: hidden.id})
+        (mask,) = insp.masks
+        assert mask.target.id == hidden.id and mask.target.token == hidden.token
+        assert mask.target_rank == rank and mask.target.prob == pytest.approx(hidden.prob, rel=1e-5)
+        assert mask.to_json()["target"]["rank"] == rank
+        bar = spec(figures.mask_bars(mask, insp.tokens))["data"][0]
+        if rank <= 5:  # already a bar: drawn in the truth colour, nothing added
+            assert len(bar["y"]) == 5 and bar["marker"]["color"][rank - 1] == figures.TRUTH_COLOR
+        else:  # a gap, then the hidden token at its rank
+            assert len(bar["y"]) == 7 and bar["y"][-1] == f"{rank}. {hidden.token}"
+            assert bar["marker"]["color"][-1] == figures.TRUTH_COLOR
+            assert values(bar["x"])[-1] == pytest.approx(hidden.prob, rel=1e-5)
+    assert inspect(m, text, top_k=5).masks[0].target is None  # no target asked for: none given
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_corrupt_matches_the_masking_kernel(models, seed, whole_word):
