@@ -130,7 +130,7 @@ def distill(cfg: DistillConfig, callbacks=()) -> dict:
             raise DataError(f"the teacher {t_name} and the student {s_name} are not both causal or both masked LMs")
     teacher_config = AutoConfig.from_pretrained(str(t_path), local_files_only=True)
     length = min(LM_SEQ_LEN, max_tokens(teacher_config))
-    train, held, corpus = lm_data(cfg.corpus, tok, length, not causal, cfg.seed)
+    train, held, corpus = lm_data(cfg.corpus, tok, length, not causal, cfg.seed, limit=cfg.steps * cfg.batch_size)
     config = {**asdict(cfg), "teacher_path": str(t_path)}
     run = open_run(cfg.out_dir, cfg.resume, config, corpus.fingerprint)
     teacher = cls.from_pretrained(str(t_path), local_files_only=True, use_safetensors=True, dtype=torch.float32)
