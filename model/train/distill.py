@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from model.train.config import TrainingError
 from model.train.finetune import LM_SEQ_LEN, base_path, lm_class, lm_data
 from model.train.labelled import DataError
-from model.train.lmdata import batch_indices, heldout_batches, lm_batch, predicted_logits
+from model.train.lmdata import (
+    batch_indices,
+    heldout_batches,
+    lm_batch,
+    predicted_logits,
+)
 from model.train.loop import LoopSettings, open_run, run_loop
 
 

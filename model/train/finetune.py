@@ -15,16 +15,23 @@ perplexity before and after. ELMo (not a transformers model) and ONNX exports ar
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from model.classify import encode_texts, max_tokens, prepare_tokenizer
 from model.train.config import TrainingError
 from model.train.labelled import DataError, LabelledData, load_labelled, split_heldout
-from model.train.lmdata import MAX_BLOCKS, batch_indices, heldout_batches, lm_batch, lm_blocks, perplexity
+from model.train.lmdata import (
+    MAX_BLOCKS,
+    batch_indices,
+    heldout_batches,
+    lm_batch,
+    lm_blocks,
+    perplexity,
+)
 from model.train.loop import LoopSettings, open_run, run_loop
 
 TASKS = ("classify", "lm")

@@ -27,7 +27,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.train.corpus import CorpusError, decode_text, size_text as _size
+from model.train.corpus import CorpusError, decode_text
+from model.train.corpus import size_text as _size
 
 MAX_BYTES = 50 * 2**20  # a labelled set larger than this cannot be fine-tuned on a CPU in a session anyway
 BUILTIN_TASKS = {"toy-agreement": "is the subject-verb agreement right or wrong",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from browser_helpers import open_page
 
 pytestmark = pytest.mark.browser
