@@ -7,11 +7,28 @@ the page to the end as jobs of the server's queue; each result is then found on 
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
-from browser_helpers import open_page
+
+from browser_helpers import ROOT, need_browser, open_page
 
 pytestmark = pytest.mark.browser
+APP_START_S = 300  # a machine busy with training jobs starts Streamlit slowly
+
+
+@pytest.fixture(scope="module")
+def server(demo_models, tmp_path_factory):
+    """`lmscope app` on the tiny models with an empty runs folder, as conftest's `server`, with a longer
+    start-up wait: the jobs these tests run and the app share the CPU."""
+    from app.launch import serving
+
+    need_browser()
+    tmp = tmp_path_factory.mktemp("app")
+    env = {"LMSCOPE_DEMO_MODELS": str(demo_models), "LMSCOPE_RUNS": str(tmp / "runs")}
+    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
+    with serving(argv, env, cwd=ROOT, log=tmp / "app.log", timeout=APP_START_S) as (url, _):
+        yield url
 
 
 def _expect_finished(page, timeout_s: float) -> str:
