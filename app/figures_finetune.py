@@ -6,7 +6,8 @@ predictions) -> plotly figures or tables; no Streamlit, no torch.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go

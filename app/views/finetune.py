@@ -18,7 +18,9 @@ import secrets
 
 import streamlit as st
 
-from app import common, figures_finetune as FF, figures_gen as F, state
+from app import common, state
+from app import figures_finetune as FF
+from app import figures_gen as F
 from model import finetune_jobs as FJ
 from model import jobs as J
 from model.registry import runs_dir

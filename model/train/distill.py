@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from model.train.config import TrainingError
 from model.train.finetune import LM_SEQ_LEN, base_path, lm_class, lm_data
 from model.train.labelled import DataError
-from model.train.lmdata import batch_indices, heldout_batches, lm_batch, predicted_logits
+from model.train.lmdata import (
+    batch_indices,
+    heldout_batches,
+    lm_batch,
+    predicted_logits,
+)
 from model.train.loop import LoopSettings, open_run, run_loop
 
 
@@ -130,7 +135,7 @@ def distill(cfg: DistillConfig, callbacks=()) -> dict:
             raise DataError(f"the teacher {t_name} and the student {s_name} are not both causal or both masked LMs")
     teacher_config = AutoConfig.from_pretrained(str(t_path), local_files_only=True)
     length = min(LM_SEQ_LEN, max_tokens(teacher_config))
-    train, held, corpus = lm_data(cfg.corpus, tok, length, not causal, cfg.seed)
+    train, held, corpus = lm_data(cfg.corpus, tok, length, not causal, cfg.seed, limit=cfg.steps * cfg.batch_size)
     config = {**asdict(cfg), "teacher_path": str(t_path)}
     run = open_run(cfg.out_dir, cfg.resume, config, corpus.fingerprint)
     teacher = cls.from_pretrained(str(t_path), local_files_only=True, use_safetensors=True, dtype=torch.float32)

@@ -15,16 +15,23 @@ perplexity before and after. ELMo (not a transformers model) and ONNX exports ar
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from model.classify import encode_texts, max_tokens, prepare_tokenizer
 from model.train.config import TrainingError
 from model.train.labelled import DataError, LabelledData, load_labelled, split_heldout
-from model.train.lmdata import batch_indices, heldout_batches, lm_batch, lm_blocks, perplexity
+from model.train.lmdata import (
+    MAX_BLOCKS,
+    batch_indices,
+    heldout_batches,
+    lm_batch,
+    lm_blocks,
+    perplexity,
+)
 from model.train.loop import LoopSettings, open_run, run_loop
 
 TASKS = ("classify", "lm")
@@ -210,8 +217,9 @@ def lm_class(model_type: str, architectures: list):
                         "head to continue training: use a masked-LM or causal-LM model")
 
 
-def lm_data(corpus_ref: str, tok, length: int, masked: bool, seed: int, share: float = 0.1):
-    """(train blocks, held-out blocks, corpus) from a corpus file or toyworld / pydoc."""
+def lm_data(corpus_ref: str, tok, length: int, masked: bool, seed: int, share: float = 0.1, limit: int = MAX_BLOCKS):
+    """(train blocks, held-out blocks, corpus) from a corpus file or toyworld / pydoc; at most `limit`
+    training blocks (a run of S steps of B blocks needs no more than S * B)."""
     from model.train.corpus import load_corpus
     from model.train.prepare import split_documents
 
@@ -220,7 +228,7 @@ def lm_data(corpus_ref: str, tok, length: int, masked: bool, seed: int, share: f
     if not held_docs:
         raise DataError(f"{corpus.name} has {len(corpus.documents)} documents; at least 10 are needed to hold some out "
                         "(documents are separated by blank lines)")
-    train = lm_blocks(tok, train_docs, length, masked)
+    train = lm_blocks(tok, train_docs, length, masked, limit=limit)
     held = lm_blocks(tok, held_docs, length, masked, limit=128)
     if len(train) < 1 or len(held) < 1:
         raise DataError(f"{corpus.name} is too short: it fills no block of {length} tokens in its training and held-out parts")
@@ -233,7 +241,8 @@ def _language_model(cfg, path, name, base_cfg, callbacks) -> dict:
     cls, causal = lm_class(base_cfg["model_type"], base_cfg.get("architectures") or [])
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     length = min(LM_SEQ_LEN, max_tokens(AutoConfig.from_pretrained(str(path), local_files_only=True)))
-    train, held, corpus = lm_data(cfg.data, tok, length, not causal, cfg.seed)
+    limit = min(MAX_BLOCKS, cfg.steps * cfg.batch_size) if cfg.steps else MAX_BLOCKS
+    train, held, corpus = lm_data(cfg.data, tok, length, not causal, cfg.seed, limit=limit)
     run = open_run(cfg.out_dir, cfg.resume, _config_dict(cfg, path), corpus.fingerprint)
     model = _load_checked(cls, run.checkpoint or path)
     freeze(model, cfg.freeze_layers, cfg.head_only)

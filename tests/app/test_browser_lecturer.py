@@ -89,7 +89,9 @@ def server(demo_models, app_env, tmp_path_factory):
     need_browser()
     tmp = tmp_path_factory.mktemp("app")
     env = {"LMSCOPE_DEMO_MODELS": str(demo_models), "LMSCOPE_RUNS": str(tmp / "runs"), **app_env}
-    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+    def argv(port):
+        return [sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+
     with serving(argv, env, cwd=ROOT, log=tmp / "app.log", timeout=300) as (url, _):
         yield url
 
