@@ -17,6 +17,7 @@ from app.figures import esc, token_labels
 from model.results import Token
 
 SALIENCY_SCALE = "RdBu_r"  # red: raised the target's log-probability; blue: lowered it
+SVG_POINTS = 10_000  # SVG also draws where WebGL is off (headless chromium with --disable-gpu); WebGL beyond
 COMPONENT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                     "#bcbd22", "#17becf")
 
@@ -81,9 +82,11 @@ def component_text_html(tokens: Sequence[Token], factors: np.ndarray) -> str:
 
 def projection_figure(coords: np.ndarray, color: Sequence, hover: Sequence[str], title: str, color_name: str,
                       categorical: bool) -> go.Figure:
-    """(M, 2) points in one WebGL scatter (fast for thousands); coloured by a label / token (categorical: one
-    trace per value, at most 20, the rest as "other") or a number (position: a colour scale)."""
+    """(M, 2) points as a scatter coloured by a label / token (categorical: one trace per value, at most 20,
+    the rest as "other") or a number (position: a colour scale). SVG up to `SVG_POINTS` points (drawn
+    everywhere, also where WebGL is off), WebGL (`Scattergl`) beyond."""
     xy = np.asarray(coords, dtype=np.float32)
+    scatter = go.Scatter if len(xy) <= SVG_POINTS else go.Scattergl
     hover = [esc(h) for h in hover]
     fig = go.Figure()
     if categorical:
@@ -94,11 +97,11 @@ def projection_figure(coords: np.ndarray, color: Sequence, hover: Sequence[str],
             idx = np.flatnonzero(values.to_numpy() == v)
             if len(idx) == 0:
                 continue
-            fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=esc(str(v)),
+            fig.add_trace(scatter(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=esc(str(v)),
                                        marker=dict(size=5), text=[hover[i] for i in idx], customdata=idx,
                                        hovertemplate="%{text}<extra></extra>"))
     else:
-        fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name="points", text=hover,
+        fig.add_trace(scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="points", text=hover,
                                    customdata=np.arange(len(xy)),
                                    marker=dict(size=5, color=np.asarray(color, dtype=np.float32), colorscale="Viridis",
                                                colorbar=dict(title=color_name, thickness=12)),

@@ -5,7 +5,7 @@
 
 a. projector, browser: new tab on /projector with ~5,000 toy-world tokens (PCA, states cached by a first
    visit) -> every point drawn; and the websocket bytes it received. Baseline: a plain Streamlit script
-   drawing 5,000 random points in the same kind of plotly WebGL scatter (same `streamlit run` flags).
+   drawing 5,000 random points with hover texts in the same kind of plotly scatter (SVG; same flags).
 b. corpus search: one query (the query text's forward pass + exact top-10 over the index) on a 100k-token
    index of the pydoc corpus (demo BERT's last layer; --full: 200k); baseline: brute force, every distance
    computed and fully sorted (numpy) on the same matrix. Index build time reported.
@@ -33,12 +33,12 @@ rng = np.random.default_rng(0)
 xy = rng.normal(size=({n}, 2))
 hover = [f"token {{i}}: some context around the token [here] and after it" for i in range({n})]
 st.title("scatter")
-st.plotly_chart(go.Figure(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", text=hover,
+st.plotly_chart(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", text=hover,
                                        hovertemplate="%{{text}}<extra></extra>")))
 """
-# Plotly scatters on the page hold at least n points in total, and a WebGL canvas is drawn.
-POINTS_DRAWN = """(n) => [...document.querySelectorAll('.js-plotly-plot')].some(d => d.data && d._fullLayout
-  && d.data.reduce((s, t) => s + (t.x ? t.x.length : 0), 0) >= n && d.querySelector('canvas') !== null)"""
+# A plotly figure on the page has at least n scatter points drawn (SVG markers).
+POINTS_DRAWN = """(n) => [...document.querySelectorAll('.js-plotly-plot')].some(d =>
+  d.querySelectorAll('.scatterlayer .point').length >= n)"""
 COUNT = """() => Math.max(0, ...[...document.querySelectorAll('.js-plotly-plot')].map(d =>
   (d.data || []).reduce((s, t) => s + (t.x ? t.x.length : 0), 0)))"""
 
@@ -82,7 +82,7 @@ def bench_projector(br: Browser, demo: Path, note: str, tmp: Path) -> list[Figur
     return [
         Figure(f"projector {points} tokens drawn (browser)", ours_s, base_s, "s", "<= 5 s", ours_s <= 5.0,
                f"new tab -> every point drawn (states and PCA cached by a first visit, which took {cold_s:.1f} s with "
-               f"the model load); baseline: plain Streamlit script, {POINTS} random points in a plotly Scattergl; "
+               f"the model load); baseline: plain Streamlit script, {POINTS} random points in a plotly scatter; "
                f"{_load()}" + (f"; {note}" if note else "")),
         Figure(f"projector {points} tokens ws bytes", ours_bytes / 1e6, base_bytes / 1e6, "MB", "<= 4 MB",
                ours_bytes <= 4e6, "websocket frames received by that tab (points, hover contexts, page); baseline: the "
