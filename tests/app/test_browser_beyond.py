@@ -55,7 +55,7 @@ def server(demo_models, tmp_path_factory):
     need_browser()
     tmp = tmp_path_factory.mktemp("app")
     env = {"LMSCOPE_DEMO_MODELS": str(demo_models), "LMSCOPE_RUNS": str(tmp / "runs")}
-    argv = lambda port: [sys.executable, "-m", "model.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
+    argv = lambda port: [sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)]  # noqa: E731
     with serving(argv, env, cwd=ROOT, log=tmp / "app.log", timeout=240) as (url, _):
         yield url
 
