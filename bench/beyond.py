@@ -81,12 +81,13 @@ def bench_projector(br: Browser, demo: Path, note: str, tmp: Path) -> list[Figur
     ctx.close()
     return [
         Figure(f"projector {points} tokens drawn (browser)", ours_s, base_s, "s", "<= 5 s", ours_s <= 5.0,
-               f"new tab -> every point drawn (states and PCA cached by a first visit, which took {cold_s:.1f} s with "
-               f"the model load); baseline: plain Streamlit script, {POINTS} random points in a plotly scatter; "
-               f"{_load()}" + (f"; {note}" if note else "")),
+               ours_does=f"Projector page in a new tab until every point is drawn (states and PCA cached by a first "
+               f"visit, which took {cold_s:.1f} s with the model load)",
+               baseline_does=f"plain Streamlit script drawing {POINTS} random points in a plotly scatter",
+               note=_load() + (f"; {note}" if note else "")),
         Figure(f"projector {points} tokens ws bytes", ours_bytes / 1e6, base_bytes / 1e6, "MB", "<= 4 MB",
-               ours_bytes <= 4e6, "websocket frames received by that tab (points, hover contexts, page); baseline: the "
-               "same for the plain scatter script"),
+               ours_bytes <= 4e6, ours_does="websocket frames received by that tab (points, hover contexts, page)",
+               baseline_does="the same for the plain scatter script"),
     ]
 
 
@@ -121,10 +122,12 @@ def bench_search(tmp: Path, tokens: int = 100_000, queries: int = 20) -> list[Fi
         agree += [h.row for h in hits] == list(brute)
     o, b = statistics.median(ours), statistics.median(base)
     return [Figure(f"corpus search, {len(index):,}-token index", o * 1000, b * 1000, "ms", "< 1000 ms", o < 1.0,
-                   f"median of {queries} queries (query forward + exact L2 top-10, index memory-mapped from disk); "
-                   f"baseline: brute-force distances + full sort of the stored states; same top-10 in {agree}/{queries} "
-                   f"(the query's own state is recomputed, so ties aside they agree); index of demo BERT layer {layer}, "
-                   f"{x.nbytes / 1e6:.0f} MB, built in {build_s:.0f} s; {_load()}")]
+                   ours_does=f"median of {queries} queries: query forward + exact L2 top-10, index memory-mapped "
+                   "from disk",
+                   baseline_does="brute-force distances + full sort of the stored states",
+                   note=f"same top-10 in {agree}/{queries} (the query's own state is recomputed, so ties aside they "
+                   f"agree); index of demo BERT layer {layer}, {x.nbytes / 1e6:.0f} MB, built in {build_s:.0f} s; "
+                   f"{_load()}")]
 
 
 def run(full: bool = False) -> list[Figure]:
