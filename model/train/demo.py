@@ -211,6 +211,9 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
         from model.train.run import progress_bar
 
         record = train(cfg, callbacks=[progress_bar])
+        if record.get("status") != "done":  # stopped (STOP file, signal): its checkpoint stays in the work folder
+            raise ValueError(f"{arch} training {record.get('status')} at step {record.get('steps')}; nothing installed "
+                             f"(its checkpoint is in {run_dir}/checkpoints)")
         quality = (evaluate_causal if arch in ("gpt2", "elmo") else evaluate_masked)(run_dir, train=train_sentences)
         quality["steps"] = record.get("steps")
         quality["wall_time_s"] = record.get("wall_time_s")

@@ -177,8 +177,24 @@ def test_sigterm_checkpoints_and_stops(corpus_file, tmp_path):
     (dict(arch="t5"), "unknown architecture"), (dict(preset="huge"), "unknown preset"),
     (dict(hidden=65), "divisible"), (dict(seq_len=4), "seq-len"), (dict(lr=float("nan")), "lr"),
     (dict(mlm_probability=1.5), "mlm-probability"), (dict(char_cnn=True), "ELMo option"),
+    (dict(init_from="/nonexistent/model"), "not a trained model directory"),
 ])
 def test_bad_settings(kw, match, corpus_file, tmp_path):
     with pytest.raises(ValueError, match=match):
         train(tiny(kw.pop("arch", "bert"), corpus_file, tmp_path / "o", **kw))
     assert not (tmp_path / "o").exists()
+
+
+def test_init_from_continues_a_trained_model(corpus_file, tmp_path):
+    """init_from starts from a trained model's weights and tokenizer (continued training on a corpus)."""
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    train(tiny("gpt2", corpus_file, first, steps=20))
+    second = tmp_path / "second"
+    record = train(tiny("gpt2", corpus_file, second, steps=2, lr=1e-9, warmup=0, init_from=str(first)))
+    assert record["status"] == "done"
+    assert (second / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert events(second)[1]["loss"] < events(first)[1]["loss"] - 0.5  # its first step is already trained
