@@ -1,7 +1,7 @@
 """Figures of the Fine-tune page. Pure functions: results of model/ (events, records, HeadShift,
 predictions) -> plotly figures or tables; no Streamlit, no torch.
 
-    >>> confusion_figure([[5, 1], [0, 6]], ["cooking", "sport"]).data[0].z.tolist()
+    >>> [list(r) for r in confusion_figure([[5, 1], [0, 6]], ["cooking", "sport"]).data[0].z]
     [[5, 1], [0, 6]]
 """
 from __future__ import annotations
