@@ -40,7 +40,7 @@ st.plotly_chart(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", tex
 POINTS_DRAWN = """(n) => [...document.querySelectorAll('.js-plotly-plot')].some(d =>
   d.querySelectorAll('.scatterlayer .point').length >= n)"""
 COUNT = """() => Math.max(0, ...[...document.querySelectorAll('.js-plotly-plot')].map(d =>
-  (d.data || []).reduce((s, t) => s + (t.x ? t.x.length : 0), 0)))"""
+  d.querySelectorAll('.scatterlayer .point').length))"""
 
 
 def _visit(ctx, url: str, n: int, timeout_ms: int = 600_000) -> tuple[float, int, int]:

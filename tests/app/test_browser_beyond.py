@@ -60,7 +60,7 @@ def server(demo_models, tmp_path_factory):
         yield url
 
 
-def wait_figure(page, key: str, title: str, rows: int | None = None, timeout: float = 240) -> None:
+def wait_figure(page, key: str, title: str, rows: int | None = None, timeout: float = 480) -> None:
     page.wait_for_function(FIGURE, arg=[key, title, rows], polling="raf", timeout=timeout * 1000)
 
 
@@ -71,7 +71,7 @@ def pick_radio(page, key: str, label: str) -> None:
 def test_masked_lm_saliency_strip_follows_the_method(page, server):
     open_page(page, server, "masked_lm", model="demo/bert", text=MASKED)
     wait_figure(page, "fig_saliency", "integrated gradients: log p(", 1)
-    page.get_by_text("the scores sum to the difference").wait_for(timeout=120_000)
+    page.get_by_text("the scores sum to the difference").wait_for(timeout=240_000)
     pick_radio(page, "qp_saliency", "grad x input")
     wait_figure(page, "fig_saliency", "grad x input: log p(", 1)
     assert "saliency=grad+x+input" in page_url(page, "saliency=")
@@ -81,7 +81,7 @@ def test_attention_token_shows_saliency_beside_attention_and_links_to_search(pag
     open_page(page, server, "attention", model="demo/gpt2", text=AGREEMENT, token="4")
     wait_figure(page, "fig_attention-saliency", "integrated gradients: log p(")
     assert "after token 4" in page.locator(".st-key-fig_attention-saliency .gtitle").text_content()
-    page.get_by_text("in a corpus (corpus search)").wait_for(timeout=120_000)
+    page.get_by_text("in a corpus (corpus search)").wait_for(timeout=240_000)
 
 
 def test_neurons_components_follow_k(page, server):
@@ -96,19 +96,19 @@ def test_neurons_components_follow_k(page, server):
 
 def test_projector_draws_the_points_and_recolours(page, server):
     open_page(page, server, "projector", model="demo/bert", data="toyworld", tokens="1000", layer="2", point="3")
-    page.wait_for_function(SCATTER, arg=[1000, None], polling="raf", timeout=300_000)
-    page.get_by_text("Open this text on the Attention page").wait_for(timeout=120_000)
+    page.wait_for_function(SCATTER, arg=[1000, None], polling="raf", timeout=480_000)
+    page.get_by_text("Open this text on the Attention page").wait_for(timeout=240_000)
     pick_radio(page, "qp_color", "position")
-    page.wait_for_function(SCATTER, arg=[1000, 1], polling="raf", timeout=240_000)
+    page.wait_for_function(SCATTER, arg=[1000, 1], polling="raf", timeout=480_000)
     assert "color=position" in page_url(page, "color=position")
 
 
 def test_corpus_search_lists_hits_and_switches_metric(page, server):
     open_page(page, server, "corpus_search", model="demo/bert", data="english", tokens="600", query=AGREEMENT,
               token="2", layer="3")
-    page.get_by_text("Tokens nearest to").wait_for(timeout=300_000)
-    page.get_by_text("cosine similarity, exact").wait_for(timeout=120_000)
+    page.get_by_text("Tokens nearest to").wait_for(timeout=480_000)
+    page.get_by_text("cosine similarity, exact").wait_for(timeout=240_000)
     assert page.locator("[data-testid=stDataFrame]").count() == 1
     pick_radio(page, "qp_metric", "l2")
-    page.get_by_text("L2 distance, exact").wait_for(timeout=240_000)
+    page.get_by_text("L2 distance, exact").wait_for(timeout=480_000)
     assert "metric=l2" in page_url(page, "metric=l2")
