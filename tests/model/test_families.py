@@ -216,8 +216,9 @@ def test_a_model_without_recordable_attention_still_loads(tmp_path):
 def test_roberta_style_positions_leave_room_for_the_padding_offset(paths):
     from model.inspect import max_tokens
 
-    for name, offset in (("xlm-roberta", 2), ("roberta", 2), ("bert", 0), ("llama", 0)):
+    for name, roberta_style in (("xlm-roberta", True), ("roberta", True), ("bert", False), ("llama", False)):
         m = load_model(paths[name])
+        offset = m.backend.model.config.pad_token_id + 1 if roberta_style else 0  # positions start after padding
         assert max_tokens(m) == m.backend.max_positions - offset
     m = load_model(paths["xlm-roberta"])
     r = inspect(m, "the quick brown fox " * 40, summaries=False)  # past the positions: truncated, no IndexError
