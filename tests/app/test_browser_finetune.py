@@ -46,6 +46,7 @@ def _expect_finished(page, timeout_s: float) -> str:
 def _run_from_page(page, server, steps: str, **params) -> str:
     from playwright.sync_api import expect
 
+    page.set_default_navigation_timeout(APP_START_S * 1000)
     open_page(page, server, "finetune", **params)
     main = page.get_by_test_id("stMain")
     box = main.get_by_label("Steps")
