@@ -108,7 +108,7 @@ def test_corpus_search_lists_hits_and_switches_metric(page, server):
               token="2", layer="3")
     page.get_by_text("Tokens nearest to").wait_for(timeout=480_000)
     page.get_by_text("cosine similarity, exact").wait_for(timeout=240_000)
-    assert page.locator("[data-testid=stDataFrame]").count() == 1
+    page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=240_000)  # its JS chunk loads lazily
     pick_radio(page, "qp_metric", "l2")
     page.get_by_text("L2 distance, exact").wait_for(timeout=480_000)
     assert "metric=l2" in page_url(page, "metric=l2")
