@@ -53,7 +53,7 @@ PROMPTS: list[tuple[str, tuple[str, ...]]] = [
     ("After a long day she went to", ("bed", "sleep")),
     ("The dog wagged its", ("tail",)),
     ("In winter the lake was covered with", ("ice", "snow")),
-    ("The king and the", ("queen", "prince", "princess")),
+    ("In the old castle lived the king and the", ("queen", "prince", "princess")),
     ("He drank a cup of hot", ("tea", "coffee", "water", "milk", "chocolate")),
     ("She opened her umbrella because it was", ("raining", "rain", "wet")),
     ("The ship sailed across the", ("sea", "ocean", "river", "Atlantic", "Pacific")),
@@ -65,7 +65,7 @@ PROMPTS: list[tuple[str, tuple[str, ...]]] = [
     ("The baby began to cry because it was", ("hungry", "tired", "afraid", "sick", "cold")),
     ("He went to the dentist because his", ("tooth", "teeth")),
     ("The opposite of up is", ("down",)),
-    ("Once upon a", ("time",)),
+    ("The story began once upon a", ("time",)),
 ]
 
 PARAGRAPH = (
