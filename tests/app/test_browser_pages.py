@@ -262,7 +262,7 @@ def test_models_page_describes_a_model_and_a_second_one_beside_it(page, server):
 
     page.goto(f"{server}/?model=demo%2Fgpt2")  # the root opens the Models page at its own path, link kept
     expect(main.get_by_role("heading", name="demo/gpt2", exact=True)).to_be_visible(timeout=30_000)
-    assert page_url(page, "/models?model=").endswith("/models?model=demo%2Fgpt2")
+    assert "/models?model=demo%2Fgpt2" in page_url(page, "/models?model=")  # (the text the model reads may follow)
 
 
 def test_tokenization_page_cuts_new_text_with_several_tokenizers(page, server):
