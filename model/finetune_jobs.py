@@ -116,7 +116,7 @@ class DistillRequest:
     steps: int = 200
     lr: float = 1e-3
     batch_size: int = 16
-    temperature: float = 2.0
+    temperature: float = 1.0
     alpha: float = 0.5
     seed: int = 0
     threads: int = DEFAULT_THREADS

@@ -132,7 +132,7 @@ def _form(queue: J.JobQueue, owner: str, mode: str) -> None:
         request["teacher"] = base
         request["alpha"] = float(c[1].slider("alpha (weight of the teacher)", 0.0, 1.0, 0.5, 0.1, key="ft_alpha",
                                              help="0: the student learns from the data alone (the baseline)"))
-        request["temperature"] = float(c[2].number_input("temperature", 0.5, 20.0, 2.0, 0.5, key="ft_temp"))
+        request["temperature"] = float(c[2].number_input("temperature", 0.5, 20.0, 1.0, 0.5, key="ft_temp"))
         request["lr"] = 1e-3
     else:
         request.update(base=base, task=mode, lr=1e-4 if mode == "classify" else 5e-5)

@@ -52,7 +52,7 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft targets (0: no teacher)")
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)

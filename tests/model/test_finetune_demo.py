@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 TOPICS = Path(__file__).resolve().parents[2] / "assets" / "data" / "topics.csv"
 TEXTS = ["The striker scored in the last minute.", "Simmer the soup and add a little salt.", "a text about nothing"]
 CLASSIFY = dict(epochs=10, lr=2e-4)  # the settings docs/finetune.md reports
-DISTILL = dict(layers=2, hidden=128, heads=2, steps=60, batch_size=8)  # as measured in docs/finetune.md
+DISTILL = dict(layers=2, hidden=128, heads=2, steps=60, batch_size=8)  # T = 1 (the default), as measured in docs/finetune.md
 
 
 def need(*names):
