@@ -30,6 +30,7 @@ LINES = {
     "elmo": "bidirectional LSTM LM of the generated toy world (~300 words); ordinary English falls apart",
 }
 ENGLISH_FOR = {"mlm": "demo/en-bert", "causal": "demo/en-gpt2"}  # the real-English model of each kind
+MIN_CHARS_PER_PIECE = 3  # a word cut into shorter pieces is being spelled, not read ("we" -> w ##e)
 OUTSIDE_SHARE = 0.5  # "mostly outside the vocabulary": more than half of the words
 _WORDS = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 
@@ -70,8 +71,8 @@ def positions(path: str | Path) -> int | None:
 
 @dataclass(frozen=True)
 class Coverage:
-    """words: the text's words; outside: those the tokenizer cannot keep whole (an unknown piece, or cut
-    into more than two pieces: "capital" -> c ##a ##p ##it ##a ##l)."""
+    """words: the text's words; outside: those the tokenizer cannot read (an unknown piece, or spelled out
+    in pieces shorter than MIN_CHARS_PER_PIECE on average: "capital" -> c ##a ##p ##it ##a ##l)."""
 
     words: int
     outside: list[str]
@@ -93,7 +94,8 @@ def coverage(tokenizer, text: str) -> Coverage:
     unk = tokenizer.unk_token_id if tokenizer.unk_token_id != tokenizer.eos_token_id else None
     # each word alone; a word inside running text gets its leading space (byte-level BPE marks it)
     enc = tokenizer([" " + w for w in words], add_special_tokens=False, verbose=False)["input_ids"]
-    outside = [w for w, ids in zip(words, enc) if len(ids) > 2 or (unk is not None and unk in ids)]
+    outside = [w for w, ids in zip(words, enc)
+               if (unk is not None and unk in ids) or (len(ids) > 1 and len(w) / len(ids) < MIN_CHARS_PER_PIECE)]
     return Coverage(len(words), outside)
 
 
@@ -109,7 +111,7 @@ def vocabulary_message(name: str, tokenizer, capabilities, text: str, listed: li
     n = note(name)
     what = f" (a {n.group} model: {n.line.split(':')[0].split(';')[0]})" if n and n.group == TOY_WORLD else ""
     msg = (f"{len(c.outside)} of the {c.words} words of this text are outside {name}'s vocabulary{what}: "
-           f"they are cut into single letters or unknown pieces (e.g. {', '.join(c.outside[:3])}).")
+           f"they are spelled out in short pieces or unknown tokens (e.g. {', '.join(c.outside[:3])}).")
     better = ENGLISH_FOR.get(kind_of(capabilities) or "")
     if better and better != name and better in listed:
         msg += f" For ordinary English use {better}."
