@@ -22,7 +22,7 @@ from model.train.english_probes import PARAGRAPH
 pytestmark = pytest.mark.browser
 
 NEEDED = ("en-bert", "en-gpt2", "bert", "gpt2")
-SENTENCE = "The capital of France is Paris, and the river that runs through it is the Seine."
+SENTENCE = "Last summer my sister and I took the train to the coast."
 MASKED = "paris is the capital of [MASK] ."
 PROMPT = "Paris is the capital of"
 CHART_DRAWN = """([key, layer, count]) => {
