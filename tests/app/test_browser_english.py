@@ -92,7 +92,8 @@ def test_generation_page_on_en_gpt2_continues_a_prompt(page, server):
 
     open_page(page, server, "generation", model="demo/en-gpt2", text=PROMPT, new_tokens="3", beams="3")
     wait_chart(page, "fig_sampling-stages", ".barlayer .point", 5, timeout=90)
-    page.get_by_role("button", name=re.compile("Beam search")).first.click()
+    page.get_by_role("tab", name="Greedy vs sampling vs beam").click()
+    page.get_by_role("button", name="Generate with all three").click()
     expect(page.get_by_test_id("stMain").get_by_text("Beam search (3 beams)")).to_be_visible(timeout=90_000)
 
 
