@@ -22,7 +22,7 @@ from model.train.english_probes import PARAGRAPH
 pytestmark = pytest.mark.browser
 
 NEEDED = ("en-bert", "en-gpt2", "bert", "gpt2")
-SENTENCE = "The capital of France is Paris, and the river that runs through it is the Seine."
+SENTENCE = "Last summer my sister and I took the train to the coast."
 MASKED = "paris is the capital of [MASK] ."
 PROMPT = "Paris is the capital of"
 CHART_DRAWN = """([key, layer, count]) => {
@@ -92,7 +92,8 @@ def test_generation_page_on_en_gpt2_continues_a_prompt(page, server):
 
     open_page(page, server, "generation", model="demo/en-gpt2", text=PROMPT, new_tokens="3", beams="3")
     wait_chart(page, "fig_sampling-stages", ".barlayer .point", 5, timeout=90)
-    page.get_by_role("button", name=re.compile("Beam search")).first.click()
+    page.get_by_role("tab", name="Greedy vs sampling vs beam").click()
+    page.get_by_role("button", name="Generate with all three").click()
     expect(page.get_by_test_id("stMain").get_by_text("Beam search (3 beams)")).to_be_visible(timeout=90_000)
 
 
