@@ -296,19 +296,19 @@ def cmd_train(args):
 
 
 def cmd_finetune(args):
-    from model.train.finetune_cli import run_finetune
+    from app.cli_finetune import run_finetune
 
     return run_finetune(args)
 
 
 def cmd_distill(args):
-    from model.train.finetune_cli import run_distill
+    from app.cli_finetune import run_distill
 
     return run_distill(args)
 
 
 def cmd_classify(args):
-    from model.train.finetune_cli import human_classify, run_classify
+    from app.cli_finetune import human_classify, run_classify
 
     _quiet_transformers()
     payload = run_classify(args, _text(args))
@@ -542,14 +542,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("finetune", help="fine-tune a model: a sequence classifier, or more LM training on new text")
     if command == "finetune":
-        from model.train.finetune_cli import add_finetune_arguments
+        from app.cli_finetune import add_finetune_arguments
 
         add_finetune_arguments(sp)
     sp.set_defaults(func=cmd_finetune)
 
     sp = sub.add_parser("distill", help="distill a smaller student from a teacher model")
     if command == "distill":
-        from model.train.finetune_cli import add_distill_arguments
+        from app.cli_finetune import add_distill_arguments
 
         add_distill_arguments(sp)
     sp.set_defaults(func=cmd_distill)

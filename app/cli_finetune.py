@@ -1,5 +1,5 @@
-"""`lmscope finetune`, `lmscope distill` and `lmscope classify`: the CLI faces of model.train.finetune,
-model.train.distill and model.classify.
+"""`lmscope finetune`, `lmscope distill` and `lmscope classify`: their arguments and the commands that run
+model.train.finetune, model.train.distill and model.classify (the rest of the CLI: app/cli.py).
 
     lmscope finetune demo/bert --data assets/data/topics.csv --out runs/bert-topics
     lmscope finetune demo/gpt2 --data toy-agreement --out runs/gpt2-agree --head-only
