@@ -69,7 +69,7 @@ def open_page(page, server: str, path: str, **params) -> None:
     page.goto(f"{server}/{path}?{urllib.parse.urlencode(params)}" if params else f"{server}/{path}")
 
 
-def page_url(page, contains: str, timeout: float = 5.0) -> str:
+def page_url(page, contains: str, timeout: float = 30.0) -> str:
     """The address bar once it contains `contains` (playwright's page.url misses history.replaceState)."""
     end = time.monotonic() + timeout
     url = page.evaluate("location.href")
