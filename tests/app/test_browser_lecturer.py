@@ -143,8 +143,8 @@ def test_compare_draws_3000_and_20000_characters_in_seconds(page, server, record
         record_property(f"compare_{chars}_chars_s", round(elapsed, 2))
         print(f"compare page, {chars} characters: drawn {elapsed:.2f} s after submitting")
         # each model says how far it reads; only that much is drawn, with a bounded number of labels
-        expect(main.get_by_text(re.compile(r"^demo/bert: the input is \d+ tokens but the model reads at most 48"))).to_be_visible()
-        expect(main.get_by_text(re.compile(r"^demo/gpt2: the input is \d+ tokens but the model reads at most 64"))).to_be_visible()
+        expect(main.get_by_text(re.compile(r"^demo/bert: the input is \d+ tokens but demo/bert reads at most 48"))).to_be_visible()
+        expect(main.get_by_text(re.compile(r"^demo/gpt2: the input is \d+ tokens but demo/gpt2 reads at most 64"))).to_be_visible()
         first = int(re.search(r"the first ([\d,]+)", shown.inner_text()).group(1).replace(",", ""))
         assert 100 < first < 400, shown.inner_text()  # 64 GPT-2 tokens of toy-world words
         x_range = page.evaluate("() => document.querySelector('.st-key-fig_compare-aligned .js-plotly-plot').layout.xaxis.range")
