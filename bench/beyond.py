@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.browser import (Browser, _exception_shown, _hello_argv, _lmscope_argv, _load, demo_models, serve,
+from bench.browser import (Browser, exception_shown, hello_argv, lmscope_argv, load_note, demo_models, serve,
                            unavailable)
 from bench.engine import Figure
 
@@ -56,7 +56,7 @@ def _visit(ctx, url: str, n: int, timeout_ms: int = 600_000) -> tuple[float, int
                            polling=50, timeout=60_000)
     time.sleep(0.3)  # frames already in flight
     points = int(page.evaluate(COUNT))
-    if _exception_shown(page):
+    if exception_shown(page):
         raise RuntimeError(f"{url} showed an exception")
     page.close()
     return elapsed, received[0], points
@@ -66,14 +66,14 @@ def bench_projector(br: Browser, demo: Path, note: str, tmp: Path) -> list[Figur
     script = tmp / "scatter.py"
     script.write_text(SCATTER_APP.format(n=POINTS))
     ctx = br.context()
-    with serve(lambda p: _hello_argv(script, p)) as (url, _):
+    with serve(lambda p: hello_argv(script, p)) as (url, _):
         _visit(ctx, url, POINTS)  # plotly.js into the HTTP cache, like the warm visit below
         base_s, base_bytes, _ = _visit(ctx, url, POINTS)
     ctx.close()
 
     env = {"LMSCOPE_DEMO_MODELS": str(demo), "LMSCOPE_RUNS": str(tmp / "runs")}
     ctx = br.context()
-    with serve(_lmscope_argv, env) as (url, _):
+    with serve(lmscope_argv, env) as (url, _):
         q = urllib.parse.urlencode({"model": "demo/bert", "data": "toyworld", "layer": 2, "proj": "pca",
                                     "tokens": POINTS, "color": "label"})
         cold_s, _, _ = _visit(ctx, f"{url}/projector?{q}", POINTS)  # model load + states + PCA, then cached
@@ -84,7 +84,7 @@ def bench_projector(br: Browser, demo: Path, note: str, tmp: Path) -> list[Figur
                ours_does=f"Projector page in a new tab until every point is drawn (states and PCA cached by a first "
                f"visit, which took {cold_s:.1f} s with the model load)",
                baseline_does=f"plain Streamlit script drawing {POINTS} random points in a plotly scatter",
-               note=_load() + (f"; {note}" if note else "")),
+               note=load_note() + (f"; {note}" if note else "")),
         Figure(f"projector {points} tokens ws bytes", ours_bytes / 1e6, base_bytes / 1e6, "MB", "<= 4 MB",
                ours_bytes <= 4e6, ours_does="websocket frames received by that tab (points, hover contexts, page)",
                baseline_does="the same for the plain scatter script"),
@@ -127,7 +127,7 @@ def bench_search(tmp: Path, tokens: int = 100_000, queries: int = 20) -> list[Fi
                    baseline_does="brute-force distances + full sort of the stored states",
                    note=f"same top-10 in {agree}/{queries} (the query's own state is recomputed, so ties aside they "
                    f"agree); index of demo BERT layer {layer}, {x.nbytes / 1e6:.0f} MB, built in {build_s:.0f} s; "
-                   f"{_load()}")]
+                   f"{load_note()}")]
 
 
 def run(full: bool = False) -> list[Figure]:

@@ -90,7 +90,7 @@ def demo_models(tmp: Path) -> tuple[Path, str]:
     return out, "assets/models missing or being rebuilt: tiny test models used instead"
 
 
-def _hello_argv(script: Path, port: int) -> list[str]:
+def hello_argv(script: Path, port: int) -> list[str]:
     """`streamlit run script` with exactly the flags `lmscope app` uses, started by Streamlit's own CLI
     (`python -m streamlit`), not by lmscope's app.serve and its engine warm-up."""
     from app.launch import MAIN, streamlit_argv
@@ -101,7 +101,7 @@ def _hello_argv(script: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", *argv[run:]]
 
 
-def _lmscope_argv(port: int) -> list[str]:
+def lmscope_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -139,11 +139,11 @@ class Browser:
         self.b.close()
 
 
-def _exception_shown(page) -> bool:
+def exception_shown(page) -> bool:
     return page.locator("[data-testid=stException]").count() > 0
 
 
-def _load() -> str:
+def load_note() -> str:
     """The machine's 1-minute load average per core, for the notes of timed figures (a shared 2-core box)."""
     return f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
@@ -163,7 +163,7 @@ def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1,
             page.goto(url)
             page.wait_for_function(check, arg=arg, polling="raf", timeout=60_000)
             elapsed = time.perf_counter() - t0
-            bad = _exception_shown(page)
+            bad = exception_shown(page)
         ctx.close()
         if bad:
             raise RuntimeError("the app showed an exception")
@@ -176,17 +176,17 @@ def bench_launch(br: Browser, demo: Path, note: str, tmp: Path, repeat: int = 1,
         .some(e => e.textContent.includes('Layers x heads'))"""
     base, ours = [], []
     for i in range(repeat):
-        base.append(first_page(lambda p: _hello_argv(hello, p), {}, TEXT_SHOWN, "hello world"))
-        ours.append(first_page(_lmscope_argv, env, described, None))
+        base.append(first_page(lambda p: hello_argv(hello, p), {}, TEXT_SHOWN, "hello world"))
+        ours.append(first_page(lmscope_argv, env, described, None))
         if verbose:
-            print(f"  launch {i + 1}/{repeat}: lmscope {ours[-1]:.2f} s, hello-world {base[-1]:.2f} s ({_load()})",
+            print(f"  launch {i + 1}/{repeat}: lmscope {ours[-1]:.2f} s, hello-world {base[-1]:.2f} s ({load_note()})",
                   flush=True)
     b, o = statistics.median(base), statistics.median(ours)
     runs = "" if repeat == 1 else f" (runs: {', '.join(f'{x:.1f}' for x in ours)} s vs {', '.join(f'{x:.1f}' for x in base)} s)"
     return Figure("launch to first page (demo models)", o, b, "s", "<= 6 s", o <= 6.0,
                   ours_does="`lmscope app` start -> Models page describing a model (cold browser cache)",
                   baseline_does="hello-world Streamlit script, plain `streamlit run`, same flags -> its text shown",
-                  note=f"median of {repeat}{runs}; {_load()}" + (f"; {note}" if note else ""))
+                  note=f"median of {repeat}{runs}; {load_note()}" + (f"; {note}" if note else ""))
 
 
 def _demo_bert(demo: Path) -> tuple[str, int, int]:
@@ -225,7 +225,7 @@ def bench_rerun(br: Browser, demo: Path, note: str, tmp: Path, moves: int = 10) 
     slider_app.write_text(SLIDER_APP)
 
     ctx = br.context()
-    with serve(lambda p: _hello_argv(slider_app, p)) as (url, _):
+    with serve(lambda p: hello_argv(slider_app, p)) as (url, _):
         page = ctx.new_page()
         page.goto(url)
         page.wait_for_function(TEXT_SHOWN, arg="value is 0", polling="raf", timeout=60_000)
@@ -241,7 +241,7 @@ def bench_rerun(br: Browser, demo: Path, note: str, tmp: Path, moves: int = 10) 
 
     env = {"LMSCOPE_DEMO_MODELS": str(demo), "LMSCOPE_RUNS": str(tmp / "runs")}
     ctx = br.context()
-    with serve(_lmscope_argv, env) as (url, _):
+    with serve(lmscope_argv, env) as (url, _):
         name, layers, heads = _demo_bert(demo)
         page = ctx.new_page()
         page.goto(f"{url}/attention?" + urllib.parse.urlencode({"model": name, "text": DEFAULT_TEXT}))
@@ -258,7 +258,7 @@ def bench_rerun(br: Browser, demo: Path, note: str, tmp: Path, moves: int = 10) 
             s.press(key)
             page.wait_for_function(HEATMAP_DRAWN, arg=[f"Layer {layer}, head {head}:", n], polling="raf", timeout=30_000)
             times.append(time.perf_counter() - t)
-        bad = _exception_shown(page)
+        bad = exception_shown(page)
     ctx.close()
     if bad:
         raise RuntimeError("the attention page showed an exception")
@@ -267,7 +267,7 @@ def bench_rerun(br: Browser, demo: Path, note: str, tmp: Path, moves: int = 10) 
                   ours_does="slider keypress on the attention page -> the new head's heatmap drawn",
                   baseline_does="the same keypress on a trivial st.slider app -> its new value shown",
                   note=f"median of {moves} (fastest {min(times) * 1000:.0f} ms, baseline's "
-                  f"{min(base_times) * 1000:.0f} ms); {_load()}" + (f"; {note}" if note else ""))
+                  f"{min(base_times) * 1000:.0f} ms); {load_note()}" + (f"; {note}" if note else ""))
 
 
 def other_text_of(n_tokens: int) -> str:
@@ -284,7 +284,7 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
     env = {"LMSCOPE_DEMO_MODELS": str(tmp / "no-demo"), "LMSCOPE_RUNS": str(tmp / "runs"),
            "LMSCOPE_MODEL_ROOTS": str(roots)}
     ctx = br.context()
-    with serve(_lmscope_argv, env) as (url, _):
+    with serve(lmscope_argv, env) as (url, _):
         def open_(t):
             return f"{url}/attention?" + urllib.parse.urlencode({"model": str(model_dir), "text": t})
 
@@ -318,7 +318,7 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
         box.press("Control+Enter")
         page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_tokens], polling="raf", timeout=120_000)
         typed_s = time.perf_counter() - t
-        bad = _exception_shown(page)
+        bad = exception_shown(page)
     ctx.close()
     if bad:
         raise RuntimeError("the attention page showed an exception")
@@ -336,10 +336,10 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
         # plotly's first start in the browser (~1.5 s here): INFO.
         Figure(f"attention page, new tab, {n_tokens} tok, 12x12", ours_s, bv_s, "s", "(none)", None,
                ours_does="navigation (new tab) -> heatmap drawn (model loaded, HTTP cache warm)",
-               baseline_does=bertviz, note=f"{short}{_load()}"),
+               baseline_does=bertviz, note=f"{short}{load_note()}"),
         Figure(f"attention page, typed, {n_tokens} tok, 12x12", typed_s, bv_s, "s", "<= 3 s", typed_s <= 3.0,
                ours_does="a new text typed into the open page -> its heatmap drawn (tokenize, forward, send, draw)",
-               baseline_does=bertviz, note=f"{short}{_load()}"),
+               baseline_does=bertviz, note=f"{short}{load_note()}"),
     ]
 
 
