@@ -40,8 +40,8 @@ from model.load import (
     TOKENIZER_FILES,
     ModelInfo,
     ModelLoadError,
-    _dir_size,
-    _info,
+    dir_size,
+    model_info,
     check_weights,
     read_config,
     resolve,
@@ -313,8 +313,8 @@ def _describe_transformers(path: Path, cfg: dict[str, Any], name: str) -> ModelI
     backend = SimpleNamespace(num_layers=int(get("num_hidden_layers") or 0), num_heads=num_heads,
                               vocab_size=int(get("vocab_size")), max_positions=get("max_position_embeddings") or None)
     tok = SimpleNamespace(mask_token=mask_token(path, cfg["model_type"], cfg))
-    return _info(name, path, "torch", cfg["model_type"], arch, task, backend, int(get("hidden_size") or 0),
-                 n_model, _dir_size(path), caps, tok, warnings)
+    return model_info(name, path, "torch", cfg["model_type"], arch, task, backend, int(get("hidden_size") or 0),
+                 n_model, dir_size(path), caps, tok, warnings)
 
 
 # ElmoConfig's defaults (model/train/elmo.py imports torch; a test compares these with it)
@@ -341,8 +341,8 @@ def _describe_elmo(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
     backend = SimpleNamespace(num_layers=c["num_layers"], num_heads=0, vocab_size=c["vocab_size"],
                               max_positions=c["max_positions"])
     tok = SimpleNamespace(mask_token=mask_token(path, None, cfg, tokenizer_class="PreTrainedTokenizerFast"))
-    return _info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
-                 n_model, _dir_size(path), set(capmod.ELMO_CAPABILITIES), tok, [])
+    return model_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
+                 n_model, dir_size(path), set(capmod.ELMO_CAPABILITIES), tok, [])
 
 
 def _describe_onnx(path: Path, name: str) -> ModelInfo:
@@ -392,6 +392,6 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
     if decoder_meta and not path.with_name(decoder_meta["file"]).is_file():
         warnings.append(capmod.missing_decoder_warning(decoder_meta["file"]))
     size = path.stat().st_size + (head_path.stat().st_size if head_path is not None else 0)
-    info = _info(name, path, "onnx", meta["model_type"], meta["architecture"], task, backend, int(meta["hidden_size"]),
+    info = model_info(name, path, "onnx", meta["model_type"], meta["architecture"], task, backend, int(meta["hidden_size"]),
                  int(meta["num_parameters"]), size, caps, tok, warnings)
     return replace(info, unavailable={**info.unavailable, **{k: v for k, v in reasons.items() if k not in caps}})

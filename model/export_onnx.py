@@ -414,7 +414,7 @@ EXPORTABLE_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2")  # the fa
 
 
 def _read_source(path: Path):
-    from model.load import IMPORT_LOCK, _load_tokenizer, check_weights, read_config
+    from model.load import IMPORT_LOCK, load_tokenizer, check_weights, read_config
 
     cfg = read_config(path)
     if cfg["model_type"] == "lmscope-elmo":
@@ -424,7 +424,7 @@ def _read_source(path: Path):
                          f"against torch) covers {', '.join(EXPORTABLE_TYPES)} so far: inspect it on the torch backend")
     check_weights(path)
     with IMPORT_LOCK:
-        return cfg, _load_tokenizer(path)
+        return cfg, load_tokenizer(path)
 
 
 def _fresh_model(path: Path, cfg: dict[str, Any]) -> tuple[nn.Module, str]:

@@ -156,7 +156,7 @@ def _check_safetensors(f: Path) -> None:
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
-def _load_tokenizer(path: Path):
+def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
@@ -171,7 +171,7 @@ def _load_tokenizer(path: Path):
     return tok
 
 
-def _dir_size(path: Path) -> int:
+def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
@@ -204,7 +204,7 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = 
         guard.check_config(path, file_params, file_bytes, config, cls, dtype)
     except guard.GuardError as e:
         raise ModelLoadError(str(e)) from None
-    tok = _load_tokenizer(path)
+    tok = load_tokenizer(path)
     kw = dict(local_files_only=True, use_safetensors=True, dtype=getattr(torch, dtype), output_loading_info=True)
     record = True
     try:
@@ -233,8 +233,8 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = 
                                                         has_lm_head=backend.has_lm_head, has_lens=backend.has_lens)
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0) or getattr(model.config, "n_embd", 0))
     loaded = LoadedModel(
-        info=_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
-                   sum(p.numel() for p in model.parameters()), _dir_size(path), caps, tok, warnings),
+        info=model_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
+                   sum(p.numel() for p in model.parameters()), dir_size(path), caps, tok, warnings),
         backend=backend,
         tokenizer=tok,
     )
@@ -282,7 +282,7 @@ def _probe_attention(backend, tok) -> None:
                                         "the views that need no attention still work")
 
 
-def _info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
+def model_info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
     unavailable = capabilities.unavailable_views(name, model_type, task, caps)
     return ModelInfo(
         name=name, path=str(path), backend=backend_kind, model_type=model_type, architecture=arch, task=task,
@@ -324,8 +324,8 @@ def _load_elmo(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
     caps = set(capabilities.ELMO_CAPABILITIES)
     n_params = sum(p.numel() for p in backend.module.parameters()) if hasattr(backend, "module") else 0
     return LoadedModel(
-        info=_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
-                   n_params, _dir_size(path), caps, tok, []),
+        info=model_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
+                   n_params, dir_size(path), caps, tok, []),
         backend=backend, tokenizer=tok,
     )
 

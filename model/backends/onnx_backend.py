@@ -241,7 +241,7 @@ class _OnnxDecoder(Decoder):
 
 def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None) -> LoadedModel:
     """FILE.onnx (+ FILE.head.onnx, FILE.lmscope.json and a tokenizer beside it) -> LoadedModel."""
-    from model.load import _info, _load_tokenizer
+    from model.load import load_tokenizer, model_info
 
     path = Path(path)
     if not path.is_file():
@@ -251,7 +251,7 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
     if meta is not None:
         _check_size(path, meta.get("onnx_bytes"))
     try:
-        tok = _load_tokenizer(path.parent)
+        tok = load_tokenizer(path.parent)
     except ModelLoadError as e:
         raise ModelLoadError(f"no usable tokenizer beside {path.name}: {e}. `lmscope export-onnx` writes one; for a graph "
                              "from another tool, copy the model's tokenizer files into its directory") from None
@@ -326,7 +326,7 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
     caps, reasons = _capabilities(backend, layout, task, name)
     hidden = probe.get("hidden") or int((meta or {}).get("hidden_size") or cfg.get("hidden_size") or cfg.get("n_embd") or 0)
     size = path.stat().st_size + (head_path.stat().st_size if head is not None else 0)
-    info = _info(name, path, "onnx", model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings)
+    info = model_info(name, path, "onnx", model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings)
     info = replace(info, unavailable={**info.unavailable, **graph_reasons(backend, task, name, caps)})
     return LoadedModel(info=info, backend=backend, tokenizer=tok)
 
