@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -146,16 +147,40 @@ def image_format_picker() -> str:
 # Models
 
 
+ROOT_VARS = ("LMSCOPE_DEMO_MODELS", "LMSCOPE_RUNS", "LMSCOPE_MODEL_ROOTS")
+
+
+def _roots() -> tuple[str | None, ...]:
+    """The settings that say where model names point (they change between tests, never in a server)."""
+    return tuple(os.environ.get(k) for k in ROOT_VARS)
+
+
 @st.cache_data(ttl=15, show_spinner=False)
-def listed_models() -> list[ModelEntry]:
-    """`model.registry.list_models()`, re-read every 15 s so newly trained models appear."""
+def _list_once(roots: tuple[str | None, ...]) -> list[ModelEntry]:
     return list_models()
 
 
+def listed_models() -> list[ModelEntry]:
+    """`model.registry.list_models()`, re-read every 15 s so newly trained models appear."""
+    return _list_once(_roots())
+
+
+listed_models.clear = _list_once.clear  # type: ignore[attr-defined]
+
+
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def load_cached(ref: str, dtype: str = "float32") -> LoadedModel:
-    """`load_model` once per process per reference and dtype; raises ModelLoadError (a ValueError)."""
+def _load_once(ref: str, dtype: str, roots: tuple[str | None, ...]) -> LoadedModel:
     return load_model(ref, restrict=True, dtype=dtype)  # app paths must lie in the allowed model folders
+
+
+def load_cached(ref: str, dtype: str = "float32") -> LoadedModel:
+    """`load_model` once per process per reference, dtype and model folders (a name such as `demo/bert`
+    names another folder when LMSCOPE_DEMO_MODELS / LMSCOPE_RUNS / LMSCOPE_MODEL_ROOTS change, as they do
+    between tests); raises ModelLoadError (a ValueError)."""
+    return _load_once(ref, dtype, _roots())
+
+
+load_cached.clear = _load_once.clear  # type: ignore[attr-defined]
 
 
 LOAD_DTYPE_KEY = "load_bf16"  # the Models page's "Load in bfloat16" toggle (this session's loads)

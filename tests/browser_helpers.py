@@ -77,3 +77,15 @@ def page_url(page, contains: str, timeout: float = 30.0) -> str:
         time.sleep(0.1)
         url = page.evaluate("location.href")
     return url
+
+
+def choose(page, combobox, option: str) -> None:
+    """Pick `option` in a Streamlit select box. A click on a box that already has the focus (after a rerun
+    redrew the page under it) leaves the list closed; the arrow key opens it either way."""
+    from playwright.sync_api import expect
+
+    combobox.click()
+    if combobox.get_attribute("aria-expanded") != "true":
+        combobox.press("ArrowDown")
+    expect(combobox).to_have_attribute("aria-expanded", "true")
+    page.get_by_role("option", name=option, exact=True).click()

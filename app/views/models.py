@@ -74,12 +74,12 @@ class Slot:
         self.early, self.final = st.empty(), st.empty()
 
     def draw(self, info: ModelInfo, name: str, loading: bool = False) -> None:
+        if not loading:  # emptied first: drawn after the loaded one, both would be on screen for a moment
+            self.early.empty()
         with (self.early if loading else self.final).container():
             if loading:
                 st.caption("Read from the model's files; loading the model…")
             _describe(info, name)
-        if not loading:
-            self.early.empty()
 
     def clear(self) -> None:
         self.early.empty()

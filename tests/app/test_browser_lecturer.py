@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_page, page_url
+from browser_helpers import choose, open_page, page_url
 from model.registry import ASSETS_MODELS
 
 pytestmark = pytest.mark.browser
@@ -181,8 +181,7 @@ def test_models_page_draws_one_unavailable_table_per_model(page, server, own_mod
     settled([first])
 
     # a second model not loaded yet, picked in the select box
-    page.get_by_role("combobox", name="Compare with a second model").click()
-    page.get_by_role("option", name="demo/roberta", exact=True).click()
+    choose(page, page.get_by_role("combobox", name="Compare with a second model"), "demo/roberta")
     settled([first, "demo/roberta"])
 
     # the path box loads on Enter (not only with its button)
@@ -211,8 +210,7 @@ def test_tokenization_takes_a_model_loaded_by_path(page, server, own_models):
     assert main.get_by_text("Cannot load").count() == 0
 
     # the sidebar's model (a path) is offered in the compare list
-    page.locator(".st-key-qp_models").get_by_role("combobox").click()
-    page.get_by_role("option", name=bert, exact=True).click()
+    choose(page, page.locator(".st-key-qp_models").get_by_role("combobox"), bert)
     expect(main.get_by_text(f"{bert} — {n} tokens", exact=False)).to_be_visible(timeout=30_000)
     assert "lecture-bert" in page_url(page, "lecture-bert")
 

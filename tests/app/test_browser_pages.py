@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import VIEWPORT, open_page, page_url, screenshot_dir
+from browser_helpers import VIEWPORT, choose, open_page, page_url, screenshot_dir
 from model.registry import ASSETS_MODELS
 
 pytestmark = pytest.mark.browser
@@ -250,8 +250,7 @@ def test_models_page_describes_a_model_and_a_second_one_beside_it(page, server):
         f"{bert['num_hidden_layers']} x {bert['num_attention_heads']}")
     expect(main.locator("p", has_text="Task:").first).to_contain_text("pretraining")  # masked LM + next sentence
 
-    page.get_by_role("combobox", name="Compare with a second model").click()
-    page.get_by_role("option", name="demo/gpt2", exact=True).click()
+    choose(page, page.get_by_role("combobox", name="Compare with a second model"), "demo/gpt2")
     expect(main.get_by_role("heading", name="demo/gpt2", exact=True)).to_be_visible(timeout=30_000)
     expect(layers).to_have_count(2)  # both models described side by side
     expect(layers.nth(1).get_by_test_id("stMetricValue")).to_have_text(f"{gpt2['n_layer']} x {gpt2['n_head']}")

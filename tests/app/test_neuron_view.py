@@ -220,8 +220,10 @@ def demo_app(monkeypatch):
 
     monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(ASSETS_MODELS))
     common.listed_models.clear()
+    common.load_cached.clear()  # `demo/bert` may name another test's demo folder in the app's resource cache
     yield
     common.listed_models.clear()
+    common.load_cached.clear()
 
 
 def _attention_page(**params):
