@@ -252,5 +252,5 @@ def segments(docs: list[list[str]], max_words: int, seed: int, short_share: floa
     return out
 
 
-__all__ = ["EnglishSplit", "english_sources", "english_split", "fortune_documents", "wordnet_documents",
+__all__ = ["EnglishSplit", "english_sources", "english_split", "everyday_synsets", "fortune_documents", "wordnet_documents",
            "gloss_sentences", "segments", "normalize", "APT_HINT"]
