@@ -20,21 +20,14 @@ import numpy as np
 import torch
 
 from kernels.attention import AttentionStore
-from model.load import LoadedModel
+from model.errors import InputError, Unavailable
+from model.modelinfo import LoadedModel
 from model.results import (HeadSummary, Inspection, LogitLens, MaskPrediction, NeuronView, PairPrediction, Prediction,
                            Token)
 
 MASK_SPELLINGS = ("[MASK]", "<mask>")  # both are six characters: swapping them keeps every offset
 LOG2E = 1.0 / math.log(2.0)
 CHUNK = 256  # positions per LM-head call: bounds logits memory to CHUNK x vocab floats
-
-
-class InputError(ValueError):
-    """The text (or a setting) cannot be inspected; the message says why."""
-
-
-class Unavailable(ValueError):
-    """This model cannot give the view asked for (e.g. queries and keys from an ONNX graph); the message says why."""
 
 
 @dataclass
