@@ -6,7 +6,7 @@ overridden one by one (TrainConfig(layers=..., hidden=...)); None there means "t
     >>> preset("huge")
     Traceback (most recent call last):
     ...
-    ValueError: unknown preset 'huge'; choose one of tiny, small
+    model.errors.InputError: unknown preset 'huge'; choose one of tiny, small
 """
 from __future__ import annotations
 
