@@ -11,13 +11,15 @@ import os
 import sys
 from typing import Any, Callable
 
+from model.errors import LmscopeError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-class UserError(ValueError):
+class UserError(LmscopeError):
     """Raised for bad command-line input."""
 
 
@@ -587,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.code else 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, UnicodeError) as e:
+    except (LmscopeError, OSError, UnicodeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         if os.environ.get("LMSCOPE_DEBUG"):

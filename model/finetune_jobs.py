@@ -30,7 +30,9 @@ DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 def _check_model(ref: str, what: str) -> None:
     """A model the server may read (a listed name or a path inside the allowed folders), not ELMo/ONNX."""
-    from model.load import ModelLoadError, read_config, resolve
+    from model.errors import ModelLoadError
+    from model.modelfiles import read_config
+    from model.registry import resolve
 
     try:
         path, name = resolve(ref, restrict=True)

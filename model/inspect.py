@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from kernels.attention import AttentionStore
-from model.load import LoadedModel
+from model.errors import InputError, Unavailable
+from model.modelinfo import LoadedModel
 from model.results import (HeadSummary, Inspection, LogitLens, MaskPrediction, NeuronView, PairPrediction, Prediction,
                            Token)
 
@@ -37,14 +38,6 @@ def chunk_positions(vocab_size: int) -> int:
     (256, 110)
     """
     return max(1, min(CHUNK, LOGITS_BYTES // (4 * max(1, vocab_size))))
-
-
-class InputError(ValueError):
-    """The text (or a setting) cannot be inspected; the message says why."""
-
-
-class Unavailable(ValueError):
-    """This model cannot give the view asked for (e.g. queries and keys from an ONNX graph); the message says why."""
 
 
 @dataclass

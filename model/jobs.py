@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Collection
 
+from model.errors import LmscopeError
 from model.registry import PROJECT_ROOT, runs_dir
 from model.train.layout import complete_checkpoints
 
@@ -65,7 +66,7 @@ MAX_QUEUED = 50  # all sessions together
 MAX_UPLOAD_MB = 50  # default upload limit (env LMSCOPE_MAX_UPLOAD_MB); the corpus reader itself stops at 200 MB
 
 
-class JobError(ValueError):
+class JobError(LmscopeError):
     """A queue request cannot be honoured (unknown job, someone else's job, wrong state, bad setting)."""
 
 

@@ -23,6 +23,7 @@ from app import figures_finetune as FF
 from app import figures_gen as F
 from model import finetune_jobs as FJ
 from model import jobs as J
+from model.errors import LmscopeError
 from model.registry import runs_dir
 from model.train.labelled import BUILTIN_TASKS
 
@@ -49,7 +50,7 @@ def _owner() -> str:
 def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
     try:
         job_id = queue.submit(owner, request)
-    except ValueError as e:
+    except LmscopeError as e:
         st.session_state["ft_note"] = ("error", str(e))
         return
     st.session_state["ft_job"] = job_id
@@ -59,7 +60,7 @@ def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
 def _control(fn, queue: J.JobQueue, owner: str, job_id: str) -> None:
     try:
         fn(queue, job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         st.session_state["ft_note"] = ("error", str(e))
 
 
@@ -97,7 +98,7 @@ def _labelled_data(owner: str) -> str | None:
             return None
         _guard(owner)
         return str(FJ.save_typed_examples(owner, typed))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -113,7 +114,7 @@ def _corpus(owner: str) -> str | None:
     try:
         _guard(owner)
         return str(J.save_upload(owner, f.name, f.getvalue()))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -147,7 +148,7 @@ def _form(queue: J.JobQueue, owner: str, mode: str) -> None:
 def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
     try:
         job = queue.status(job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return
     if was_active and job.state not in J.ACTIVE:
@@ -240,7 +241,7 @@ def _inside(queue: J.JobQueue, job: J.Job) -> None:
             with c[1]:
                 st.caption("Heads that moved most (mean total-variation distance of their attention rows, 0-1):")
                 st.dataframe(FF.shift_table(s), hide_index=True)
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
 
 
@@ -255,7 +256,7 @@ def render() -> None:
     _form(queue, owner, mode)
     try:
         jobs = [j for j in queue.jobs(owner) if j.request.get("kind") in KINDS]
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return
     st.subheader("Your fine-tuning and distillation jobs")

@@ -17,6 +17,7 @@ import streamlit as st
 
 from app import common, figures_gen as F, state
 from model import jobs as J
+from model.errors import LmscopeError
 from model.registry import runs_dir
 from model.results import Prediction
 from model.train.presets import PRESETS
@@ -62,7 +63,7 @@ def _show_note() -> None:
 def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
     try:
         job_id = queue.submit(owner, request)
-    except ValueError as e:
+    except LmscopeError as e:
         _note("error", str(e))
         return
     st.session_state["train_job"] = job_id
@@ -72,14 +73,14 @@ def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
 def _stop(queue: J.JobQueue, owner: str, job_id: str) -> None:
     try:
         queue.stop(job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         _note("error", str(e))
 
 
 def _resume(queue: J.JobQueue, owner: str, job_id: str) -> None:
     try:
         queue.resume(job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         _note("error", str(e))
 
 
@@ -104,7 +105,7 @@ def _corpus(owner: str) -> str | None:
             if guard is None or not guard.alive:  # removes the folder when this session ends
                 st.session_state["_upload_guard"] = J.UploadGuard(owner, common.server_session_id())
             return str(J.save_upload(owner, f.name, f.getvalue()))
-        except ValueError as e:
+        except LmscopeError as e:
             st.error(str(e))
             return None
     path = state.text_input("Corpus path on the server", "corpus_path", "")
@@ -113,7 +114,7 @@ def _corpus(owner: str) -> str | None:
         return None
     try:
         return str(J.check_corpus_path(path.strip(), owner))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -159,7 +160,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: frozenset) -> 
     try:
         jobs = queue.jobs(owner)
         job = next(j for j in jobs if j.id == job_id)
-    except (ValueError, StopIteration) as e:
+    except (LmscopeError, StopIteration) as e:
         st.error(str(e) or f"no such job: {job_id}")
         return
     if frozenset(j.id for j in jobs if j.state in J.ACTIVE) != was_active:
@@ -253,7 +254,7 @@ def render() -> None:
     _form(queue, owner)
     try:
         jobs = queue.jobs(owner)
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return
     st.subheader("Your jobs")

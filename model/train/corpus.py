@@ -22,13 +22,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.errors import LmscopeError
+
 MAX_BYTES = 200 * 2**20  # 200 MB: far more than a CPU can train on in a session; stops a wrong path early
 TOYWORLD_DOCS = 30000  # ~165k sentences, ~5 MB: enough for the tiny demo models, generated in < 1 s
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _ABBREV = re.compile(r"(?:^|\s)(?:e\.g|i\.e|etc|vs|cf|Mr|Mrs|Ms|Dr|St|No)\.$", re.IGNORECASE)
 
 
-class CorpusError(ValueError):
+class CorpusError(LmscopeError):
     """The corpus cannot be used; the message says why."""
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from model.registry import PROJECT_ROOT
-from model.train.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, TrainingError, train
 
 # arch -> TrainConfig overrides. Why: BERT-style models need many small steps with short sequences and a
 # high mask rate to leave the unigram plateau; causal models learn fast at this scale.
@@ -173,9 +173,9 @@ def merge_quality(path: Path, results: dict) -> dict:
         try:
             merged = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
-            raise ValueError(f"{path} is not valid JSON; fix or remove it before building demo models") from None
+            raise TrainingError(f"{path} is not valid JSON; fix or remove it before building demo models") from None
         if not isinstance(merged, dict):
-            raise ValueError(f"{path} is not a JSON object; fix or remove it before building demo models")
+            raise TrainingError(f"{path} is not a JSON object; fix or remove it before building demo models")
     merged.update(results)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(merged, indent=2) + "\n")
@@ -191,7 +191,7 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
     work = Path(work) if work else out_root.parent / ".demo-work"
     unknown = sorted(set(only or []) - set(RECIPES))
     if unknown:
-        raise ValueError(f"unknown demo model {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+        raise TrainingError(f"unknown demo model {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     train_sentences = training_sentences()
     results = {}
     from model.train.demo_english import ENGLISH_RECIPES, build_english
@@ -201,7 +201,7 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
             results[arch] = build_english(arch, out_root, work, scale=scale)  # bf16: measured per CPU
             continue
         if arch not in RECIPES:
-            raise ValueError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
+            raise TrainingError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
         r = dict(RECIPES[arch])
         r["steps"] = max(10, int(r["steps"] * scale))
         run_dir = work / arch
@@ -212,8 +212,8 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
 
         record = train(cfg, callbacks=[progress_bar])
         if record.get("status") != "done":  # stopped (STOP file, signal): its checkpoint stays in the work folder
-            raise ValueError(f"{arch} training {record.get('status')} at step {record.get('steps')}; nothing installed "
-                             f"(its checkpoint is in {run_dir}/checkpoints)")
+            raise TrainingError(f"{arch} training {record.get('status')} at step {record.get('steps')}; nothing installed "
+                                f"(its checkpoint is in {run_dir}/checkpoints)")
         quality = (evaluate_causal if arch in ("gpt2", "elmo") else evaluate_masked)(run_dir, train=train_sentences)
         quality["steps"] = record.get("steps")
         quality["wall_time_s"] = record.get("wall_time_s")

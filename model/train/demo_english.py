@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from model.train.corpus import Corpus
-from model.train.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, TrainingError, train
 
 # name -> TrainConfig fields. seq_len is also the number of positions: 320 reads a 300-token text whole
 # (plus [CLS] / [SEP]). 8k-piece vocabularies give ~1.2 tokens per word on an ordinary paragraph. float32
@@ -66,7 +66,7 @@ def train_english(name: str, run_dir: str | Path, *, bf16: bool | None = None, s
     from model.train.run import progress_bar
 
     if name not in ENGLISH_RECIPES:
-        raise ValueError(f"unknown English demo model {name!r}; choose one of {', '.join(ENGLISH_RECIPES)}")
+        raise TrainingError(f"unknown English demo model {name!r}; choose one of {', '.join(ENGLISH_RECIPES)}")
     r = dict(ENGLISH_RECIPES[name])
     r["steps"] = max(10, int(r["steps"] * scale))
     run_dir = Path(run_dir)

@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
 
     d = _Dist()
     if cfg.batch_size % d.world:
-        raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
+        raise TrainingError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
     run.rank = d.rank
     sizes = dict(vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, seq_len=cfg.seq_len,
                  dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok, char_cnn=cfg.char_cnn)
