@@ -19,6 +19,7 @@ from app import common, figures_gen as F, state
 from model import jobs as J
 from model.registry import runs_dir
 from model.results import Prediction
+from model.train.layout import complete_checkpoints
 from model.train.presets import PRESETS
 
 POLL_S = 2.0  # live panel refresh while a job is queued or running
@@ -216,7 +217,7 @@ def _probe_predictions(path: str, probe: str, mlm: bool) -> list[Prediction] | N
 
 
 def _history(queue: J.JobQueue, job: J.Job) -> None:
-    cks = J.checkpoints(queue.dir(job.id))
+    cks = complete_checkpoints(queue.dir(job.id))
     st.subheader("Training history")
     if not cks:
         st.caption(f"No checkpoint yet: they appear every {max(1, job.total_steps // 10)} steps (the newest few are kept).")
