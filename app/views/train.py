@@ -19,6 +19,7 @@ from app import common, figures_gen as F, state
 from model import jobs as J
 from model.registry import runs_dir
 from model.results import Prediction
+from model.train.config import MLM_ARCHS
 from model.train.layout import complete_checkpoints
 from model.train.presets import PRESETS
 
@@ -29,7 +30,6 @@ CORPUS_HELP = {"toyworld": "the embedded toy world: generated sentences with agr
                "pydoc": "real English: CPython's own documentation (the text behind help())",
                "upload": "your .txt (blank line between documents) or .jsonl ({\"text\": ...} per line)",
                "path": "a .txt / .jsonl file on the server, inside the allowed corpus folders"}
-MLM_ARCHS = ("bert", "roberta", "albert")
 PROBES = {True: "the dogs near the cat [MASK] .", False: "the dogs near the"}
 MAX_TREND_CHECKPOINTS = 6  # the trend over checkpoints loads each one (they stay cached)
 
