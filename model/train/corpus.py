@@ -118,7 +118,7 @@ def parse_txt(text: str) -> list[list[str]]:
 def json_lines(text: str, path: str | Path, error: type[CorpusError] = CorpusError) -> Iterator[tuple[int, object]]:
     """(line number, parsed value) of every non-blank line; `error` names the first line that is not JSON.
 
-    >>> list(json_lines('{"text": "a"}\n\n[1]', "x.jsonl"))
+    >>> list(json_lines('{"text": "a"}\\n\\n[1]', "x.jsonl"))
     [(1, {'text': 'a'}), (3, [1])]
     """
     for n, line in enumerate(text.splitlines(), 1):
