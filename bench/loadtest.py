@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  requests the pages sent off 127.0.0.1: {len(stats.outside)}")
         problems = list(stats.errors)
         problems += [f"{k} was loaded {v} times" for k, v in loads.items() if v != 1]
-        used = {m for v in models.values() for m in v}
+        used = stats.opened
         if len(loads) < len(used):
             problems.append(f"only {len(loads)} of the {len(used)} models used were seen loading in the log")
         problems += [f"connection off 127.0.0.1: {c}" for c in remote]

@@ -38,9 +38,10 @@ MASKED = [
 # when the student moves on, and the Generation page refuses a prompt longer than the model can read.
 PROMPTS = ["the dogs near the", "Once upon a time", "The quick brown fox", "the cat", "In the morning we"]
 
-# The page's state once Streamlit is idle, nothing on it is stale and every visible chart is drawn (else
-# null): a fingerprint of what the server drew (chart data, HTML, alerts, text) that the next state must
-# change, how many result charts (`result`, a CSS selector) it shows, its errors, warnings and title.
+# The page's state once Streamlit is idle, nothing on it is stale, every visible chart is drawn and, with a
+# `result` (a CSS selector), a result chart or an error is shown (else null): a fingerprint of what the server
+# drew (chart data, HTML, alerts, text) that the next state must change, how many result charts it shows,
+# its errors, warnings and title.
 SETTLED = """([before, result]) => {
   const app = document.querySelector('[data-testid=stApp]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return null;
@@ -55,9 +56,10 @@ SETTLED = """([before, result]) => {
   const fp = parts.join('\\n');
   if (fp === before) return null;
   const text = sel => [...document.querySelectorAll(sel)].map(e => e.textContent.slice(0, 200));
-  return {fp, results: result ? document.querySelectorAll(result).length : 0,
-          errors: text('[data-testid=stException], [data-testid=stAlertContentError]'),
-          warnings: document.querySelectorAll('[data-testid=stAlertContentWarning]').length,
+  const errors = text('[data-testid=stException], [data-testid=stAlertContentError]');
+  const results = result ? [...document.querySelectorAll(result)].filter(d => d.data && d.querySelector('.main-svg')).length : 0;
+  if (result && !results && !errors.length) return null;  // a page's first chart waits for plotly's code to load
+  return {fp, results, errors, warnings: document.querySelectorAll('[data-testid=stAlertContentWarning]').length,
           title: (document.querySelector('h1') || {}).textContent || ''};
 }"""
 # "Generate with all three": the continuations shown, each an HTML block that starts with the prompt.
@@ -80,6 +82,7 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     warnings: int = 0
     outside: list[str] = field(default_factory=list)  # requests the pages sent to other hosts than 127.0.0.1
+    opened: set[str] = field(default_factory=set)  # the models the sessions opened
 
 
 class Session:
@@ -142,6 +145,7 @@ class Session:
                              wait_until="commit")
         shown = await self._settled(label, None, RESULT.get(page), t0)
         self.where, self.text = (page, model), text
+        self.stats.opened.add(model)
         return shown
 
     async def type(self, label: str, text: str) -> dict:
