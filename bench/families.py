@@ -44,13 +44,12 @@ def build_qwen2(out: Path, **overrides) -> Path:
 
 
 _CHILD = r"""
-import ctypes, gc, json, sys, threading, time, torch
+import json, sys, torch
 sys.path.insert(0, {root!r})
+from bench.peak_memory import time_and_peak
 torch.set_num_threads(1)
 mode, model_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 words = "the quick brown fox jumps over a lazy dog while students watch attention heads".split()
-def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * 4096
 if mode == "ours":
     from model.load import load_model
     from model.inspect import inspect
@@ -72,19 +71,9 @@ else:
             return ref(input_ids=ids, output_attentions=True)
     with torch.inference_mode():
         ref(input_ids=ids[:, :4], output_attentions=True)
-gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
-before = rss()
-peak = [before]; stop = [False]
-def sample():
-    while not stop[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.001)
-t = threading.Thread(target=sample); t.start()
-times = []
-for _ in range(3):
-    s = time.perf_counter(); out = run(); times.append(time.perf_counter() - s); del out
-stop[0] = True; t.join()
+times, extra_mb = time_and_peak(run, repeat=3, interval_s=0.001)
 times.sort()
-print(json.dumps({{"seconds": times[1], "extra_mb": (peak[0] - before) / 2**20}}))
+print(json.dumps({{"seconds": times[1], "extra_mb": extra_mb}}))
 """
 
 

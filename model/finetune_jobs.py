@@ -15,13 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.jobs import (
-    BUILTIN_CORPORA,
-    MAX_STEPS,
-    JobError,
-    max_upload_bytes,
-    upload_dir,
-)
+from model.jobs.requests import MAX_STEPS, JobError
+from model.jobs.uploads import BUILTIN_CORPORA, max_upload_bytes, upload_dir
 from model.train.labelled import BUILTIN_TASKS, MAX_BYTES, parse_labelled
 
 MAX_TYPED = 2000  # typed examples per request

@@ -20,6 +20,8 @@ from model import jobs as J
 from model.errors import LmscopeError
 from model.registry import runs_dir
 from model.results import Prediction
+from model.train.config import MLM_ARCHS
+from model.train.layout import complete_checkpoints
 from model.train.presets import PRESETS
 
 POLL_S = 2.0  # live panel refresh while a job is queued or running
@@ -29,7 +31,6 @@ CORPUS_HELP = {"toyworld": "the embedded toy world: generated sentences with agr
                "pydoc": "real English: CPython's own documentation (the text behind help())",
                "upload": "your .txt (blank line between documents) or .jsonl ({\"text\": ...} per line)",
                "path": "a .txt / .jsonl file on the server, inside the allowed corpus folders"}
-MLM_ARCHS = ("bert", "roberta", "albert")
 PROBES = {True: "the dogs near the cat [MASK] .", False: "the dogs near the"}
 MAX_TREND_CHECKPOINTS = 6  # the trend over checkpoints loads each one (they stay cached)
 
@@ -217,7 +218,7 @@ def _probe_predictions(path: str, probe: str, mlm: bool) -> list[Prediction] | N
 
 
 def _history(queue: J.JobQueue, job: J.Job) -> None:
-    cks = J.checkpoints(queue.dir(job.id))
+    cks = complete_checkpoints(queue.dir(job.id))
     st.subheader("Training history")
     if not cks:
         st.caption(f"No checkpoint yet: they appear every {max(1, job.total_steps // 10)} steps (the newest few are kept).")

@@ -1,7 +1,8 @@
 """TrainConfig: everything one training run depends on, each default with its reason.
 
 Fields left at None take the preset's value (see presets.py); `resolved()` fills them in and checks
-every value a user can get wrong, raising ValueError with a one-line message.
+every value a user can get wrong, raising ValueError with a one-line message. Importing it does not import
+torch: the app's job queue (model.jobs) checks requests against ARCHS.
 
     >>> cfg = TrainConfig(arch="bert", out_dir="runs/b", preset="tiny", steps=50).resolved()
     >>> cfg.steps, cfg.seq_len, cfg.dynamic_masking
@@ -10,11 +11,8 @@ every value a user can get wrong, raising ValueError with a one-line message.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
-import torch
 
 from model.errors import LmscopeError
 from model.train.presets import preset
@@ -35,6 +33,8 @@ def _bf16_is_fast() -> bool:
     (~0.1 s). The CPU's reported capability is not enough: two hosts of the same VM type, both "AVX512",
     ran bf16 at ~4x and at ~0.5x their fp32 peak."""
     import time
+
+    import torch
 
     a, b = torch.randn(512, 1024), torch.randn(1024, 512)
 

@@ -80,7 +80,7 @@ def evaluate_masked(model_dir: Path, n_probes: int = 1000, train: frozenset[str]
     occurs in `train`, default the built-in training corpus), vs always predicting the most frequent
     token; and subject-verb agreement per probe kind on held-out probes."""
     from model.load import load_model
-    from kernels.masking import mlm_mask
+    from model.train.evaluate import masked_top1
 
     train = training_sentences() if train is None else train
     m = load_model(model_dir)
@@ -94,19 +94,7 @@ def evaluate_masked(model_dir: Path, n_probes: int = 1000, train: frozenset[str]
         special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
         counts += torch.bincount(enc["input_ids"][~special], minlength=len(tok))[: len(tok)].float()
         batches.append((enc, special))
-    most_frequent = int(counts.argmax())
-    correct = baseline_hits = total = 0
-    g = torch.Generator().manual_seed(EVAL_SEED)
-    for enc, special in batches:
-        ids = enc["input_ids"]
-        r = mlm_mask(ids, special, vocab_size=len(tok), mask_token_id=tok.mask_token_id, mlm_probability=0.15,
-                     generator=g, random_token_low=max(tok.all_special_ids) + 1)
-        out = be.forward(r.input_ids, enc["attention_mask"], enc.get("token_type_ids"), attentions=False, hidden_states=False)
-        logits = out.logits_at(torch.arange(ids.shape[1]))  # (batch, seq, vocab)
-        sel = r.selected
-        correct += int((logits[sel].argmax(-1) == ids[sel]).sum())
-        baseline_hits += int((ids[sel] == most_frequent).sum())
-        total += int(sel.sum())
+    correct, baseline_hits, total = masked_top1(be, tok, batches, int(counts.argmax()), EVAL_SEED)
     return {"masked_top1": correct / total, "masked_top1_baseline_most_frequent": baseline_hits / total,
             "masked_positions": total, **_probe_record(m, n_probes, train), **overlap}
 

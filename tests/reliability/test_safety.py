@@ -371,10 +371,10 @@ def test_every_page_escapes_user_text(world_env):
 
 @pytest.fixture
 def uploads(tmp_path, monkeypatch):
-    from model import jobs
+    from model.jobs import uploads as upload_files
 
     root = tmp_path / "uploads"
-    monkeypatch.setattr(jobs, "uploads_root", lambda: root)
+    monkeypatch.setattr(upload_files, "uploads_root", lambda: root)
     return root
 
 
