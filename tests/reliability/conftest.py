@@ -130,7 +130,7 @@ def world(tiny_models, tmp_path_factory) -> World:
     names["huge"] = build_huge(tiny_models["bert-mlm"], scratch / "huge")
 
     # ONNX: a good export, a truncated copy, random bytes (each in its own folder with the tokenizer)
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     rep = export_onnx(tiny_models["gpt2"], scratch / "export" / "model.onnx")
     for name in ("onnx-trunc", "onnx-noise"):
