@@ -61,6 +61,15 @@ def build_family(name: str, out: Path) -> Path:
 NAMES = list(FAMILIES)
 
 
+def assert_masks_match(r, logits: torch.Tensor, k: int, tol: float) -> None:
+    """Every mask of inspection `r` predicts the top k of the model's own `logits` (seq, vocab), within `tol`."""
+    assert r.masks
+    for mp in r.masks:
+        top = torch.softmax(logits[mp.position], -1).topk(k)
+        assert [p.id for p in mp.predictions] == top.indices.tolist()
+        torch.testing.assert_close(torch.tensor([p.prob for p in mp.predictions]), top.values, atol=tol, rtol=0)
+
+
 def build_state_space(out: Path) -> Path:
     """A tiny random Mamba (a state-space model: no attention layers) in out/mamba."""
     tok = train_tokenizer("gpt2", SENTENCES, 200, max_length=62)

@@ -16,7 +16,7 @@ import transformers
 from model.generate import generate
 from model.inspect import inspect
 from model.load import load_model
-from tiny_families import FAMILIES, WINDOW, build_family
+from tiny_families import FAMILIES, WINDOW, assert_masks_match, build_family
 
 SEEDS = {"gpt2": "gpt2", "bert": "bert-mlm", "roberta": "roberta-mlm", "albert": "albert-pretraining",
          "distilbert": "distilbert-mlm"}
@@ -127,11 +127,7 @@ def test_fill_mask_topk_equals_model_logits(name, paths):
     ids = torch.tensor([[t.id for t in r.tokens]])
     with torch.inference_mode():
         logits = _logits(ref(input_ids=ids))[0]
-    assert r.masks
-    for mp in r.masks:
-        top = torch.softmax(logits[mp.position], -1).topk(5)
-        assert [p.id for p in mp.predictions] == top.indices.tolist()
-        torch.testing.assert_close(torch.tensor([p.prob for p in mp.predictions]), top.values, atol=TOL, rtol=0)
+    assert_masks_match(r, logits, 5, TOL)
 
 
 @pytest.mark.parametrize("name", ALL)

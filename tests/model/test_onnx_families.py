@@ -18,7 +18,7 @@ from model.inspect import inspect, max_tokens
 from model.load import load_model
 from model.onnx.export import EXPORTABLE, export_onnx, refusal
 from model.onnx.parity import TOLERANCE
-from tiny_families import FAMILIES, WINDOW, build_family
+from tiny_families import FAMILIES, WINDOW, assert_masks_match, build_family
 
 NAMES = [n for n, f in FAMILIES.items() if f[0] in EXPORTABLE]
 CAUSAL = [n for n in NAMES if FAMILIES[n][1] == "causal"]
@@ -112,11 +112,7 @@ def test_fill_mask_topk_equals_model_logits(exports, name):
     r = inspect(om, f"the quick brown {om.tokenizer.mask_token} jumps over the lazy dog", top_k=5, summaries=False)
     with torch.inference_mode():
         logits = ref(input_ids=torch.tensor([[t.id for t in r.tokens]])).logits[0]
-    assert r.masks
-    for mp in r.masks:
-        top = torch.softmax(logits[mp.position], -1).topk(5)
-        assert [p.id for p in mp.predictions] == top.indices.tolist()
-        torch.testing.assert_close(torch.tensor([p.prob for p in mp.predictions]), top.values, atol=TOL, rtol=0)
+    assert_masks_match(r, logits, 5, TOL)
 
 
 @pytest.mark.parametrize("name", NAMES)
