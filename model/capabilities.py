@@ -154,7 +154,7 @@ def missing_head_warning(head_file: str) -> str:
 
 
 def missing_decoder_warning(decoder_file: str) -> str:
-    """The load warning for an lmscope GPT-2 export whose FILE.decoder.onnx is gone."""
+    """The load warning for an lmscope export of a causal LM whose FILE.decoder.onnx is gone."""
     return f"{decoder_file} (generation with a key/value cache) is missing: generation recomputes the prefix at every step"
 
 
