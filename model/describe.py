@@ -229,10 +229,43 @@ def _check_tokenizer_files(folder: Path) -> None:
 # The three kinds of model.
 
 
+# The task an `architectures` class name implies, by the suffix transformers' classes follow; only for the early
+# description of a family outside the seed ones (the load decides by the Auto mappings, model.families).
+TASK_BY_SUFFIX = (("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"), ("ForMaskedLM", "masked-lm"))
+
+
+def _describe_other_family(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
+    """Any other transformers family, from its files alone: class and task by `architectures` (suffix),
+    parameters from the safetensors headers; the load confirms which views work (a warning says so)."""
+    archs = [a for a in cfg.get("architectures") or [] if isinstance(a, str)]
+    if not archs:
+        raise DescribeError(f"{path}/config.json names no architecture: the load picks the class")
+    arch = archs[0]
+    task = next((t for suffix, t in TASK_BY_SUFFIX if arch.endswith(suffix)), None)
+    if task is None:
+        raise DescribeError(f"{arch}: its task is known once the model is loaded")
+    def get(*keys: str) -> Any:  # the first of a field's usual names that config.json writes
+        return next((cfg[k] for k in keys if isinstance(cfg.get(k), int) and not isinstance(cfg[k], bool)), None)
+
+    layers, num_heads = get("num_hidden_layers", "n_layer", "num_layers"), get("num_attention_heads", "n_head", "num_heads")
+    hidden, vocab = get("hidden_size", "n_embd", "d_model"), get("vocab_size")
+    if None in (layers, num_heads, hidden, vocab):
+        raise DescribeError(f"{path}/config.json leaves sizes to {arch}'s defaults: described once it is loaded")
+    caps, task = capmod.transformers_capabilities(arch, num_heads, task=task)
+    backend = SimpleNamespace(num_layers=layers, num_heads=num_heads, vocab_size=vocab,
+                              max_positions=get("max_position_embeddings", "n_positions"))
+    tok = SimpleNamespace(mask_token=mask_token(path, cfg["model_type"], cfg) if task == "masked-lm" else None)
+    return model_info(name=name, path=path, backend_kind="torch", model_type=cfg["model_type"], architecture=arch,
+                      task=task, backend=backend, hidden_size=hidden,
+                      num_parameters=checkpoint_parameters(weight_files(path)), size_bytes=dir_size(path),
+                      capabilities=caps, tokenizer=tok,
+                      warnings=[f"{cfg['model_type']}: read from its files; the load confirms which views work"])
+
+
 def _describe_transformers(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
-    if cfg["model_type"] not in CONFIG_DEFAULTS:  # any other family: its class and head come from the load
-        raise DescribeError(f"a {cfg['model_type']} model is described once it is loaded")
     _check_tokenizer_files(path)
+    if cfg["model_type"] not in CONFIG_DEFAULTS:  # any other family
+        return _describe_other_family(path, cfg, name)
     arch, warnings = capmod.choose_architecture(cfg["model_type"], cfg.get("architectures"))
     get = config_getter(cfg)
     n_file = checkpoint_parameters(weight_files(path))

@@ -328,3 +328,23 @@ def test_describing_imports_no_torch(tiny_models):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt-neo", "opt", "deberta-v2", "modernbert"])
+def test_describes_other_families_from_their_files_as_their_load_does(family, tmp_path):
+    from tiny_families import build_family
+
+    d = build_family(family, tmp_path)
+    assert any("the load confirms" in w for w in describe(d).warnings)
+    assert_describes(d)
+
+
+def test_another_family_with_sizes_left_to_its_defaults_is_left_to_the_load(tmp_path):
+    from tiny_families import build_family
+
+    d = build_family("llama", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["num_attention_heads"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DescribeError, match="described once it is loaded"):
+        describe(d)
