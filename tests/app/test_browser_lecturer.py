@@ -36,7 +36,7 @@ SENTENCE = "the dogs near the cat run quickly ."
 # Submitting a long text -> its figures drawn, against a text just longer than the models read (before the fix:
 # 33 s at 1,000 characters, a frozen tab at 3,000, a crashed renderer at 20,000).
 DRAW_RATIO, DRAW_SLACK_S = 2.0, 3.0
-MAX_TICKS = 80  # app.figures_gen.MAX_CHAR_TICKS
+MAX_TICKS = 80  # app.figures.compare.MAX_CHAR_TICKS
 # The plotly figure keyed `key` is drawn, its x axis titled `title`, and (if given) it has `n` traces.
 CHART_WITH_XTITLE = """([key, title]) => {
   const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
