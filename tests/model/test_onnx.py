@@ -148,7 +148,8 @@ def test_export_of_a_loaded_model_leaves_the_shared_model_untouched(tiny_models,
 
 
 def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
-    from app.cli import add_export_arguments, cmd_export_onnx as run_export
+    from app.cli.arguments import add_export_arguments
+    from app.cli.tools import cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)
@@ -370,7 +371,8 @@ def test_decoder_graph_alone_is_refused_and_a_missing_decoder_degrades(exported,
 
 
 def test_export_without_the_decoder_graph(tiny_models, tmp_path, capsys):
-    from app.cli import add_export_arguments, cmd_export_onnx as run_export
+    from app.cli.arguments import add_export_arguments
+    from app.cli.tools import cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)
