@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.figures import attention as F, style, tokenization as T
+from app.figures.text import token_labels
 from figure_helpers import spec, values
 from model.inspect import inspect
 
@@ -33,7 +34,7 @@ def test_heatmap_carries_exactly_the_selected_head(bert, layer, head):
     np.testing.assert_allclose(z, bert.attention(layer, head), atol=1e-6)
     n = len(bert.tokens)
     assert z.shape == (n, n)
-    assert s["data"][0]["x"] == s["data"][0]["y"] == F.token_labels(bert.tokens)
+    assert s["data"][0]["x"] == s["data"][0]["y"] == token_labels(bert.tokens)
     assert len(set(s["data"][0]["x"])) == n  # "the" twice must stay two columns
     assert f"Layer {layer}, head {head}" in s["layout"]["title"]["text"]
 
