@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import choose, open_page, page_url
-from model.registry import ASSETS_MODELS
+from browser_helpers import choose, open_page, page_url, shipped_models
 
 pytestmark = pytest.mark.browser
 
@@ -45,10 +44,7 @@ CHART_WITH_XTITLE = """([key, title]) => {
 
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
-    missing = [m for m in DEMO_NEEDED if not (ASSETS_MODELS / m / "config.json").is_file()]
-    if missing:
-        pytest.skip(f"needs the trained demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
-    return ASSETS_MODELS
+    return shipped_models(*DEMO_NEEDED)
 
 
 @pytest.fixture(scope="module")
