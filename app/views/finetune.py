@@ -21,9 +21,9 @@ from app import common, state
 from app.figures import finetune as FF
 from app.figures.generation import candidates_figure
 from app.figures.training import loss_figure
+from app.widgets import jobs as W
 from model import finetune_jobs as FJ
 from model import jobs as J
-from app.widgets import jobs as W
 from model.train.labelled import BUILTIN_TASKS
 from model.train.progress import progress_of
 
