@@ -1,5 +1,5 @@
-"""The commands that look at one model: `lmscope models`, `tokenize`, `inspect`, `fill-mask`, `generate`.
-Each prints JSON with --json (shapes documented in README) or lines for a person.
+"""The commands that list the models and look at one: `lmscope models`, `tokenize`, `inspect`, `fill-mask`,
+`generate`. Each prints JSON with --json (shapes documented in README) or lines for a person.
 """
 from __future__ import annotations
 
