@@ -56,10 +56,10 @@ bench: setup
 screenshots: setup browser-deps
 	LMSCOPE_SCREENSHOT_DIR=docs/screenshots OMP_NUM_THREADS=1 $(PY) -m pytest -m browser tests/app/test_browser_pages.py -q
 
-# 20 concurrent sessions for 3 minutes against `lmscope app` while a training job runs (README: Reliability).
-# LOADTEST_ARGS="--minutes 2 --tiny" for tiny models when assets/models is not there.
+# 20 concurrent sessions (chromium tabs) for 3 minutes against `lmscope app` while a training job runs
+# (docs/reliability.md). LOADTEST_ARGS="--minutes 2 --tiny" for tiny models when assets/models is not there.
 LOADTEST_ARGS ?=
-loadtest: setup
+loadtest: setup browser-deps
 	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
 
 clean:

@@ -28,6 +28,7 @@ import streamlit as st
 
 from app import model_notes, state
 from app.figures.style import LECTURE_FONT, LECTURE_TITLE_FONT
+from model.errors import LmscopeError
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
 
@@ -103,7 +104,7 @@ def load(ref: str, where: Any = st) -> LoadedModel | None:
         return load_cached(ref, load_dtype())
     except ModelLoadError as e:
         where.error(f"Cannot load {ref!r}: {e}")
-    except ValueError as e:  # any other user-caused refusal from model/
+    except LmscopeError as e:  # any other user-caused refusal from model/
         where.error(str(e))
     return None
 
@@ -295,7 +296,7 @@ def inspect_text(loaded: LoadedModel, text: str, pair: str | None = None, **kw) 
     except InputError as e:
         st.error(str(e))
         return None
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
     cache[key] = {"result": result, "derived": {}}

@@ -124,13 +124,12 @@ def bench_inspection(model_dir: Path, n_tokens: int = 128, repeat: int = 10) -> 
 
 
 _MEM_CHILD = r"""
-import ctypes, gc, json, resource, sys, torch
+import json, sys, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 mode, model_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from bench.engine import text_of
-def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * 4096
+from bench.peak_memory import time_and_peak
 if mode == "ours":
     from model.load import load_model
     from model.inspect import inspect
@@ -147,19 +146,8 @@ else:
             return ref(input_ids=ids, output_attentions=True)
     with torch.inference_mode():
         ref(input_ids=ids[:, :4], output_attentions=True)
-gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
-before = rss()
-# ru_maxrss only grows: reset it by measuring peak through a sampling thread instead
-import threading
-peak = [before]; stop = [False]
-def sample():
-    while not stop[0]:
-        peak[0] = max(peak[0], rss())
-t = threading.Thread(target=sample, daemon=True); t.start()
-out = run()
-stop[0] = True; t.join()
-peak[0] = max(peak[0], rss())
-print(json.dumps({{"extra_mb": (peak[0] - before) / 2**20}}))
+_, extra_mb = time_and_peak(run)  # ru_maxrss only grows: a sampling thread measures this run's peak
+print(json.dumps({{"extra_mb": extra_mb}}))
 """
 
 

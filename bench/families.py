@@ -5,7 +5,8 @@ from its config with a small byte-level BPE tokenizer, inspected at 512 tokens.
     python -m bench.families --full
 
 Figures (each against a baseline measured in the same run, in a child process so memory is its own):
-    inspection time           lmscope's inspect() vs transformers' eager forward with output_attentions
+    inspection time           lmscope's inspect() as the Attention page calls it vs transformers' eager
+                              forward with output_attentions
     peak extra memory         resident memory above the loaded model during one inspect() (sampled every ms)
 The attention page's websocket bytes and heatmap time at this size are browser figures (bench.browser).
 """
@@ -43,13 +44,12 @@ def build_qwen2(out: Path, **overrides) -> Path:
 
 
 _CHILD = r"""
-import ctypes, gc, json, sys, threading, time, torch
+import json, sys, torch
 sys.path.insert(0, {root!r})
+from bench.peak_memory import time_and_peak
 torch.set_num_threads(1)
 mode, model_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 words = "the quick brown fox jumps over a lazy dog while students watch attention heads".split()
-def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * 4096
 if mode == "ours":
     from model.load import load_model
     from model.inspect import inspect
@@ -58,8 +58,8 @@ if mode == "ours":
     text = " ".join(words[i % len(words)] for i in range(n))
     enc = m.tokenizer(text)["input_ids"]
     text = m.tokenizer.decode(enc[:n])
-    inspect(m, "warm up")
-    run = lambda: inspect(m, text)
+    inspect(m, "warm up", summaries=False)
+    run = lambda: inspect(m, text, summaries=False)  # as the Attention page calls it (statistics: when shown)
 else:
     from transformers import AutoTokenizer, AutoModelForCausalLM
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -71,19 +71,9 @@ else:
             return ref(input_ids=ids, output_attentions=True)
     with torch.inference_mode():
         ref(input_ids=ids[:, :4], output_attentions=True)
-gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
-before = rss()
-peak = [before]; stop = [False]
-def sample():
-    while not stop[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.001)
-t = threading.Thread(target=sample); t.start()
-times = []
-for _ in range(3):
-    s = time.perf_counter(); out = run(); times.append(time.perf_counter() - s); del out
-stop[0] = True; t.join()
+times, extra_mb = time_and_peak(run, repeat=3, interval_s=0.001)
 times.sort()
-print(json.dumps({{"seconds": times[1], "extra_mb": (peak[0] - before) / 2**20}}))
+print(json.dumps({{"seconds": times[1], "extra_mb": extra_mb}}))
 """
 
 
@@ -105,8 +95,10 @@ def run(full: bool = False, **overrides) -> list[Figure]:
     return [
         Figure(f"inspection {TOKENS} tok, {label}, 1 thread", ours["seconds"] * 1000, base["seconds"] * 1000, "ms",
                "<= 1.15x", ours["seconds"] <= 1.15 * base["seconds"],
-               ours_does="lmscope inspect: forward with every attention map recorded, summaries",
-               baseline_does="transformers eager forward, output_attentions=True"),
+               ours_does="lmscope inspect as the Attention page calls it: forward, every map recorded, "
+                         "next-token top-k and surprisal at every position (per-head statistics off: computed "
+                         "when that panel is shown)",
+               baseline_does="transformers eager forward, output_attentions=True (all maps, all logits)"),
         Figure(f"peak extra memory, inspect {TOKENS} tok, {label}", ours["extra_mb"], base["extra_mb"], "MB",
                "<= 300 MB", ours["extra_mb"] <= 300, ours_does="peak memory of inspect beyond the loaded weights",
                baseline_does="the eager forward's own extra memory (output_attentions=True)"),

@@ -6,24 +6,30 @@
 Starts the app the way a lecturer does (`lmscope app` on 127.0.0.1, a free port) on a copy of the demo
 models (LMSCOPE_DEMO_MODELS, default assets/models; `--tiny`: tiny random models built on the spot), starts
 a training job through the app's own job queue (`model.jobs`, a GPT-2 that trains for the whole test),
-then drives N concurrent sessions for M minutes. Each session is a real Streamlit websocket client
-speaking the browser's protocol (protobuf BackMsg / ForwardMsg on /_stcore/stream): it opens a page,
-picks a model and types a text through the widgets' states, and clicks buttons, like a student would,
-with 1-3 s of reading time between actions:
+then drives N concurrent sessions for M minutes. Each session is a tab of a real browser: a context of its
+own (cookies, cache, Streamlit session) in one Debian chromium driven by playwright. Like a student, it
+opens a page with a model and a text in its address, tries a few new texts typed into the page's text
+box, clicks buttons, then moves on to another page or model, with 1-3 s of reading time between actions:
 
     attention    Attention page, a new text           (inspection: heatmap, layer x head grid, head lines)
     fill-mask    Masked LM page, a text with [MASK]   (predictions per mask + the corruption panel)
     generation   Generation page, a new prompt        (full-vocabulary next-token distribution by stage)
     generate     ... then "Generate with all three"   (greedy, seeded sampling and beam search)
+    navigate     a page opened by its address with a model and a text (another page or model)
 
-Measured and printed: errors (an exception element, an st.error, a missing result, a timeout or a dropped
-connection: must be 0), per-action count / median / p95 / max latency (request to the server's
-`script_finished`), the server's resident memory (sampled every second: after warm-up, peak, end), how
-many times each model was loaded (counted from the server's own `lmscope.load: loaded model ...` log
-lines, never assumed), the training job's progress, and every TCP connection the server held (all must
-be on 127.0.0.1). Exit status 1 on any error, on a model loaded more than once, or on a connection that
-left 127.0.0.1. Everything stops by itself: sessions close, the training job is stopped through the
-queue, the server is terminated, the temporary folder is removed (unless --keep).
+An action's time runs from the keypress, click or navigation until the page shows what only the new state
+can produce: Streamlit idle, nothing stale, every visible chart drawn, and what the server drew differs
+from what the page showed before (read in the page every 50 ms). The browser shares the machine's cores
+with the server (in a classroom each student's browser runs on their own machine).
+
+Measured and printed: errors (an exception element, an st.error, a missing result, a page that never
+settles in 240 s: must be 0), per-action count / median / p95 / max latency, the server's resident memory
+(sampled every second: after warm-up, peak, end), how many times each model was loaded (counted from the
+server's own `lmscope.load: loaded model ...` log lines, never assumed), the training job's progress,
+every TCP connection the server held (all must be on 127.0.0.1) and every request a page sent elsewhere
+(must be none). Exit status 1 on any error, on a model loaded more than once, or on a connection or
+request that left 127.0.0.1. Everything stops by itself: the browser closes, the training job is stopped
+through the queue, the server is terminated, the temporary folder is removed (unless --keep).
 """
 from __future__ import annotations
 
@@ -31,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -41,35 +46,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.browser import unavailable
+from bench.loadtest_sessions import drive
+
 ROOT = Path(__file__).resolve().parents[1]
-THINK_S = (1.0, 3.0)  # a student reads the result before the next action
-RUN_TIMEOUT_S = 240.0  # one script run; a slower answer counts as an error
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "the dogs near the cat run quickly, and the cat near the dogs sleeps.",
-    "Attention heads look at other tokens in the sentence; some look at the previous token.",
-    "A student types a sentence and sees how each tokenizer cuts it into pieces.",
-    "Grüße aus Köln: naïve café résumé, 漢字 and emoji 😀 in one line.",
-    "In 1969 the first humans walked on the moon, and millions watched it on television.",
-    "The committee, after a long debate, finally decided to postpone the vote until the next meeting.",
-    "she said that the results were surprising, but the data did not lie.",
-]
-MASKED = [
-    "the dogs near the cat [MASK] quickly.",
-    "The capital of France is [MASK].",
-    "the [MASK] sleeps near the [MASK].",
-    "A student [MASK] a sentence and sees how each tokenizer cuts it.",
-    "the cat near the dogs [MASK] .",
-]
-# Every text fits the demo models' positions (GPT-2: 64, BERT: 48 tokens): a page keeps the session's text
-# when the student moves on, and the Generation page refuses a prompt longer than the model can read.
-PROMPTS = ["the dogs near the", "Once upon a time", "The quick brown fox", "the cat", "In the morning we"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,157 +137,6 @@ def _local(addr: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# One session: a Streamlit websocket client
-
-
-@dataclass
-class Stats:
-    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    errors: list[str] = field(default_factory=list)
-    warnings: int = 0
-
-
-class Session:
-    """A browser tab, minus the browser: one websocket, one Streamlit session, widget states by id."""
-
-    def __init__(self, n: int, port: int, models: dict[str, list[str]], stats: Stats, seed: int):
-        self.n, self.port, self.models, self.stats = n, port, models, stats
-        self.rng = random.Random(seed)
-        self.ws = None
-        self.page: str | None = None
-        self.widgets: dict[str, object] = {}  # user key -> element proto (ids differ per page)
-
-    async def run(self, deadline: float) -> None:
-        import websockets
-
-        url = f"ws://127.0.0.1:{self.port}/_stcore/stream"
-        try:
-            async with websockets.connect(url, subprotocols=["streamlit"], max_size=None, open_timeout=60,
-                                          ping_interval=None, close_timeout=5) as ws:
-                self.ws = ws
-                await asyncio.sleep(self.rng.uniform(0, 2))  # students do not all press Enter at once
-                while time.monotonic() < deadline:
-                    action = self.rng.choice(("attention", "fill-mask", "generation"))
-                    await getattr(self, action.replace("-", "_"))()
-                    await asyncio.sleep(self.rng.uniform(*THINK_S))
-        except Exception as e:  # a dropped connection or a protocol failure
-            self.stats.errors.append(f"session {self.n}: {type(e).__name__}: {e}")
-
-    # ---- the protocol ---------------------------------------------------------------------------------
-
-    async def _rerun(self, label: str, page: str, query: dict, widgets=()):
-        """One script run: send rerun_script, read ForwardMsgs until script_finished. Returns the elements."""
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        msg = BackMsg()
-        cs = msg.rerun_script
-        cs.query_string = urllib.parse.urlencode(query)
-        cs.page_name = page  # the page's URL path; the browser's page hash is not needed
-        for w in widgets:
-            cs.widget_states.widgets.append(w)
-        t0 = time.perf_counter()
-        await self.ws.send(msg.SerializeToString())
-        elements = []
-        while True:
-            data = await asyncio.wait_for(self.ws.recv(), timeout=RUN_TIMEOUT_S)
-            fwd = ForwardMsg()
-            fwd.ParseFromString(data)
-            kind = fwd.WhichOneof("type")
-            if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
-                elements.append(fwd.delta.new_element)
-            elif kind == "script_finished":
-                if fwd.script_finished not in (ForwardMsg.FINISHED_SUCCESSFULLY,):
-                    self.stats.errors.append(f"session {self.n} {label}: script finished with status {fwd.script_finished}")
-                break
-        dt = time.perf_counter() - t0
-        self.page = page
-        for e in elements:
-            t = e.WhichOneof("type")
-            wid = getattr(getattr(e, t), "id", "") if t else ""
-            if isinstance(wid, str) and wid.startswith("$$ID-") and "-" in wid[5:]:
-                self.widgets[wid[5:].split("-", 1)[1]] = getattr(e, t)  # $$ID-<hash>-<user key>
-        for e in elements:
-            t = e.WhichOneof("type")
-            if t == "exception":
-                self.stats.errors.append(f"session {self.n} {label}: exception {e.exception.type}: {e.exception.message[:200]}")
-            elif t == "alert" and e.alert.format == 1:  # ERROR
-                self.stats.errors.append(f"session {self.n} {label}: st.error: {e.alert.body[:200]}")
-            elif t == "alert" and e.alert.format == 2:
-                self.stats.warnings += 1
-        return dt, elements
-
-    def _state(self, key: str, value=None, trigger: bool = False):
-        from streamlit.proto.WidgetStates_pb2 import WidgetState
-
-        el = self.widgets.get(key)
-        if el is None:
-            return None
-        w = WidgetState(id=el.id)
-        if trigger:
-            w.trigger_value = True
-        else:
-            w.string_value = value
-        return w
-
-    async def _visit(self, label: str, page: str, model: str, text: str):
-        """Open `page` (if not there) and make it show `model` on `text`: the timed run is the one that
-        computes the result for this model and text (the navigation before it is timed as `navigate`)."""
-        query = {"model": model, "text": text}
-        if self.page != page:
-            self.widgets = {}
-            dt, els = await self._rerun("navigate", page, query)
-            self.stats.latencies["navigate"].append(dt)
-        states = [s for s in (self._state("qp_model", model), self._state("qp_text", text)) if s is not None]
-        if len(states) < 2:
-            self.stats.errors.append(f"session {self.n} {label}: the page has no model picker or text box")
-            return None
-        dt, els = await self._rerun(label, page, query, states)
-        self.stats.latencies[label].append(dt)
-        return els
-
-    # ---- the actions ----------------------------------------------------------------------------------
-
-    def _expect(self, label: str, ok: bool, what: str) -> None:
-        if not ok:
-            self.stats.errors.append(f"session {self.n} {label}: {what}")
-
-    async def attention(self):
-        els = await self._visit("attention", "attention", self.rng.choice(self.models["attention"]), self.rng.choice(TEXTS))
-        if els is not None:
-            self._expect("attention", sum(e.WhichOneof("type") == "plotly_chart" for e in els) >= 2, "no heatmap")
-
-    async def fill_mask(self):
-        els = await self._visit("fill-mask", "masked_lm", self.rng.choice(self.models["mlm"]), self.rng.choice(MASKED))
-        if els is not None:
-            self._expect("fill-mask", any(e.WhichOneof("type") == "plotly_chart" for e in els), "no predictions")
-
-    async def generation(self):
-        model, prompt = self.rng.choice(self.models["causal"]), self.rng.choice(PROMPTS)
-        els = await self._visit("generation", "generation", model, prompt)
-        if els is None:
-            return
-        self._expect("generation", any(e.WhichOneof("type") == "plotly_chart" for e in els), "no distribution")
-        await asyncio.sleep(self.rng.uniform(*THINK_S))
-        button = self._state("gen_compare_btn", trigger=True)
-        if button is None:
-            self._expect("generate", False, "no 'Generate with all three' button")
-            return
-        states = [self._state("qp_model", model), self._state("qp_text", prompt), button]
-        dt, els = await self._rerun("generate", "generation", {"model": model, "text": prompt}, states)
-        self.stats.latencies["generate"].append(dt)
-        shown = [e.html.body for e in els if e.WhichOneof("type") == "html" and "<b>" in e.html.body]
-        self._expect("generate", len(shown) >= 3, f"{len(shown)} of 3 continuations shown")
-
-
-async def _drive(port: int, models: dict, sessions: int, minutes: float, seed: int) -> Stats:
-    stats = Stats()
-    deadline = time.monotonic() + minutes * 60
-    await asyncio.gather(*(Session(i, port, models, stats, seed + i).run(deadline) for i in range(sessions)))
-    return stats
-
-
-# ---------------------------------------------------------------------------------------------------
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -328,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    why = unavailable()
+    if why:
+        raise SystemExit(f"the load test drives a browser: {why}")
     work = Path(tempfile.mkdtemp(prefix="lmscope-loadtest-"))
     server = None
     queue = job_id = None
@@ -380,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         sampler.start()
         print(f"driving {args.sessions} sessions for {args.minutes:g} min ...", flush=True)
-        stats = asyncio.run(_drive(port, models, args.sessions, args.minutes, args.seed))
+        stats = asyncio.run(drive(f"http://127.0.0.1:{port}", models, args.sessions, args.minutes, args.seed))
         wall = time.monotonic() - start
         conns = _connections(server.pid)
         stop.set()
@@ -417,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- report ---------------------------------------------------------------------------------
         print()
-        print(f"lmscope load test: {args.sessions} sessions x {wall / 60:.1f} min, {'tiny' if args.tiny else 'demo'} models, "
-              f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+        print(f"lmscope load test: {args.sessions} sessions (chromium contexts) x {wall / 60:.1f} min, "
+              f"{'tiny' if args.tiny else 'demo'} models, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
         print(f"  {'action':<12} {'count':>6} {'median s':>9} {'p95 s':>8} {'max s':>8}")
         total = 0
         for label in ("attention", "fill-mask", "generation", "generate", "navigate"):
@@ -439,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         remote = [c for c in conns if c[1] and not (_local(c[0]) and _local(c[1]))]
         print(f"  server connections at the end: {len(conns)}, all on 127.0.0.1: {'yes' if not remote else 'NO ' + str(remote)}")
         print(f"  tracebacks in the server log: {tracebacks}")
+        print(f"  requests the pages sent off 127.0.0.1: {len(stats.outside)}")
         problems = list(stats.errors)
         problems += [f"{k} was loaded {v} times" for k, v in loads.items() if v != 1]
-        used = {m for v in models.values() for m in v}
+        used = stats.opened
         if len(loads) < len(used):
             problems.append(f"only {len(loads)} of the {len(used)} models used were seen loading in the log")
         problems += [f"connection off 127.0.0.1: {c}" for c in remote]
+        problems += [f"a page requested {u}" for u in sorted(set(stats.outside))[:5]]
         if tracebacks:
             problems.append(f"{tracebacks} traceback(s) in the server log")
         if warm and server_rss and max(server_rss) > 1.5 * warm[0] + 300 * 2**20:

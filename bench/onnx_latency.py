@@ -83,7 +83,7 @@ def run(quick: bool = True, *, full: bool | None = None) -> list[Row]:
     import torch
 
     from bench.engine import build_bert, text_of
-    from model.backends.onnx_backend import load_onnx
+    from model.backends.onnx_load import load_onnx
     from model.export_onnx import export_onnx
     from model.inspect import inspect
     from model.load import load_model
@@ -131,7 +131,7 @@ def _eager_inspection_row(model_dir: Path, onnx_path: Path, repeat: int, n: int 
     from transformers import BertForMaskedLM
 
     from bench.engine import text_of
-    from model.backends.onnx_backend import load_onnx
+    from model.backends.onnx_load import load_onnx
     from model.backends.torch_backend import TorchBackend
     from model.inspect import inspect
     from model.load import load_model
@@ -153,7 +153,7 @@ def _bare_forward_row(model_dir: Path, onnx_path: Path, repeat: int, n: int = 12
     import torch
     from transformers import BertForMaskedLM
 
-    from model.backends.onnx_backend import load_onnx
+    from model.backends.onnx_load import load_onnx
 
     torch.set_num_threads(1)
     onnx_model = load_onnx(onnx_path, onnx_path.name, threads=1)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from model.inspect import InputError, Unavailable, encode
-from model.load import LoadedModel
+from model.modelinfo import LoadedModel
 from model.results import Token
 
 METHODS = ("grad_x_input", "integrated_gradients")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# What each view shows (model.load.VIEWS re-exports this); `unavailable` explains the views a model lacks.
+# What each view shows; `unavailable` explains the views a model lacks.
 VIEWS = {
     "attention": "attention maps",
     "mlm": "masked-token predictions",

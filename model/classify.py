@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model.errors import InputError, LmscopeError
+
 CLASSIFIER_SUFFIX = "ForSequenceClassification"
 MAX_TEXTS = 256  # texts per classify call (the CLI takes one, the app a few typed ones)
 
@@ -51,7 +53,7 @@ def prepare_tokenizer(tok, config) -> None:
     it into the config: the classifier reads the last non-padding position."""
     if tok.pad_token is None:
         if tok.eos_token is None:
-            raise ValueError("the tokenizer has neither a padding nor an end-of-text token to pad batches with")
+            raise LmscopeError("the tokenizer has neither a padding nor an end-of-text token to pad batches with")
         tok.pad_token = tok.eos_token
     config.pad_token_id = tok.pad_token_id
 
@@ -70,7 +72,9 @@ _LOCK = threading.Lock()
 def load_classifier(ref: str, restrict: bool = False) -> Classifier:
     """A classifier directory (or listed name), loaded once per process. Raises ModelLoadError when it is
     not a sequence classifier lmscope can load (safetensors only, no remote code)."""
-    from model.load import ModelLoadError, check_weights, read_config, resolve
+    from model.errors import ModelLoadError
+    from model.modelfiles import check_weights, read_config
+    from model.registry import resolve
 
     path, name = resolve(ref, restrict)
     if path.suffix == ".onnx":
@@ -107,11 +111,11 @@ def probabilities(clf: Classifier, texts: list[str]):
     import torch
 
     if not texts:
-        raise ValueError("no text to classify")
+        raise InputError("no text to classify")
     if len(texts) > MAX_TEXTS:
-        raise ValueError(f"{len(texts)} texts at once; classify takes at most {MAX_TEXTS}")
+        raise InputError(f"{len(texts)} texts at once; classify takes at most {MAX_TEXTS}")
     if any(not t.strip() for t in texts):
-        raise ValueError("the text is empty")
+        raise InputError("the text is empty")
     with torch.no_grad():
         logits = clf.model(**encode_texts(clf.tokenizer, texts, clf.max_tokens)).logits
     return torch.softmax(logits.double(), dim=-1).numpy()

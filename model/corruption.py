@@ -24,7 +24,7 @@ import torch
 
 from kernels.masking import ACTION_NAMES, explain, mlm_mask
 from model.inspect import InputError, encode
-from model.load import LoadedModel
+from model.modelinfo import LoadedModel
 from model.results import Token
 
 

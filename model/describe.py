@@ -11,9 +11,9 @@ every demo model, a tiny model of every architecture and an ONNX export.
 
 What it reads:
     transformers folder   config.json (with the config classes' defaults for absent keys), the safetensors
-                          header(s) (an 8-byte little-endian length, then JSON with each tensor's dtype and
-                          shape; sharded: model.safetensors.index.json), tokenizer_config.json /
-                          special_tokens_map.json for the mask token
+                          headers (each tensor's dtype and shape, via model.modelfiles; sharded:
+                          model.safetensors.index.json), tokenizer_config.json / special_tokens_map.json
+                          for the mask token
     lmscope ELMo folder   config.json, model.safetensors header, tokenizer files
     lmscope ONNX export   FILE.lmscope.json (sizes, task, outputs, parameter count), FILE.head.onnx beside it
 
@@ -28,27 +28,19 @@ This module must not import torch, transformers or anything that does (a test ch
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 from model import capabilities as capmod
-from model.load import (
-    TOKENIZER_FILES,
-    ModelInfo,
-    ModelLoadError,
-    dir_size,
-    model_info,
-    check_weights,
-    read_config,
-    resolve,
-)
+from model.errors import LmscopeError, ModelLoadError
+from model.modelfiles import TOKENIZER_FILES, check_weights, checkpoint_parameters, dir_size, read_config, weight_files
+from model.modelinfo import ModelInfo, model_info
+from model.registry import resolve
 
 
-class DescribeError(ValueError):
+class DescribeError(LmscopeError):
     """The description needs the model loaded (or the model will not load); the message says why."""
 
 
@@ -61,22 +53,11 @@ def describe(ref: str | os.PathLike, restrict: bool = False) -> ModelInfo:
             return _describe_onnx(path, name)
         cfg = read_config(path)
         check_weights(path)
+        if cfg["model_type"] == "lmscope-elmo":
+            return _describe_elmo(path, cfg, name)
+        return _describe_transformers(path, cfg, name)
     except ModelLoadError as e:
         raise DescribeError(str(e)) from None
-    if cfg["model_type"] == "lmscope-elmo":
-        return _describe_elmo(path, cfg, name)
-    return _describe_transformers(path, cfg, name)
-
-
-def is_loaded(ref: str | os.PathLike, restrict: bool = False) -> bool:
-    """Whether `load_model(ref, restrict=restrict)` would return at once from model.load's process-wide cache."""
-    from model import load
-
-    try:
-        path, _ = resolve(ref, restrict)
-    except ModelLoadError:
-        return False
-    return (str(path), "onnx" if path.suffix == ".onnx" else "torch") in load._CACHE
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -181,53 +162,6 @@ def expected_parameters(arch: str, cfg: dict[str, Any]) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Safetensors headers.
-
-FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-# Buffers older checkpoints stored beside the weights; the loader ignores them and they are no parameters.
-BUFFER_KEYS = re.compile(r"(?:^|\.)(?:position_ids|token_type_ids|attn\.bias|attn\.masked_bias)$")
-
-
-def safetensors_header(f: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets; plus __metadata__)."""
-    with open(f, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n).decode("utf-8"))
-    if not isinstance(header, dict):
-        raise DescribeError(f"{f} has no safetensors header")
-    return header
-
-
-def checkpoint_parameters(files: list[Path]) -> int:
-    """Number of parameters (floating-point tensors that are no known buffer) the files hold."""
-    total = 0
-    for f in files:
-        for k, v in safetensors_header(f).items():
-            if k == "__metadata__" or v.get("dtype") not in FLOAT_DTYPES or BUFFER_KEYS.search(k):
-                continue
-            total += math.prod(int(d) for d in v["shape"])
-    return total
-
-
-def weight_files(path: Path) -> list[Path]:
-    """The safetensors files transformers reads for a folder: model.safetensors, else the shards that
-    model.safetensors.index.json lists."""
-    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
-    if single.is_file():
-        return [single]
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise DescribeError(f"{index} is unreadable") from None
-        files = [path / s for s in shards]
-        if not files or any(not f.is_file() for f in files):
-            raise DescribeError(f"{index} lists shards that are not there")
-        return files
-    raise DescribeError(f"{path} has no model.safetensors")
-
-
-# ---------------------------------------------------------------------------------------------------
 # The mask token, as the tokenizer transformers loads will report it.
 
 # AutoTokenizer's class for a model type when tokenizer_config.json names none (TOKENIZER_MAPPING_NAMES)
@@ -313,8 +247,9 @@ def _describe_transformers(path: Path, cfg: dict[str, Any], name: str) -> ModelI
     backend = SimpleNamespace(num_layers=int(get("num_hidden_layers") or 0), num_heads=num_heads,
                               vocab_size=int(get("vocab_size")), max_positions=get("max_position_embeddings") or None)
     tok = SimpleNamespace(mask_token=mask_token(path, cfg["model_type"], cfg))
-    return model_info(name, path, "torch", cfg["model_type"], arch, task, backend, int(get("hidden_size") or 0),
-                 n_model, dir_size(path), caps, tok, warnings)
+    return model_info(name=name, path=path, backend_kind="torch", model_type=cfg["model_type"], architecture=arch,
+                      task=task, backend=backend, hidden_size=int(get("hidden_size") or 0), num_parameters=n_model,
+                      size_bytes=dir_size(path), capabilities=caps, tokenizer=tok, warnings=warnings)
 
 
 # ElmoConfig's defaults (model/train/elmo.py imports torch; a test compares these with it)
@@ -341,8 +276,10 @@ def _describe_elmo(path: Path, cfg: dict[str, Any], name: str) -> ModelInfo:
     backend = SimpleNamespace(num_layers=c["num_layers"], num_heads=0, vocab_size=c["vocab_size"],
                               max_positions=c["max_positions"])
     tok = SimpleNamespace(mask_token=mask_token(path, None, cfg, tokenizer_class="PreTrainedTokenizerFast"))
-    return model_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
-                 n_model, dir_size(path), set(capmod.ELMO_CAPABILITIES), tok, [])
+    return model_info(name=name, path=path, backend_kind="elmo", model_type="lmscope-elmo", architecture="ElmoLM",
+                      task="elmo", backend=backend, hidden_size=int(cfg.get("hidden_size", 0)), num_parameters=n_model,
+                      size_bytes=dir_size(path), capabilities=set(capmod.ELMO_CAPABILITIES), tokenizer=tok,
+                      warnings=[])
 
 
 def _describe_onnx(path: Path, name: str) -> ModelInfo:
@@ -392,6 +329,8 @@ def _describe_onnx(path: Path, name: str) -> ModelInfo:
     if decoder_meta and not path.with_name(decoder_meta["file"]).is_file():
         warnings.append(capmod.missing_decoder_warning(decoder_meta["file"]))
     size = path.stat().st_size + (head_path.stat().st_size if head_path is not None else 0)
-    info = model_info(name, path, "onnx", meta["model_type"], meta["architecture"], task, backend, int(meta["hidden_size"]),
-                 int(meta["num_parameters"]), size, caps, tok, warnings)
+    info = model_info(name=name, path=path, backend_kind="onnx", model_type=meta["model_type"],
+                      architecture=meta["architecture"], task=task, backend=backend,
+                      hidden_size=int(meta["hidden_size"]), num_parameters=int(meta["num_parameters"]), size_bytes=size,
+                      capabilities=caps, tokenizer=tok, warnings=warnings)
     return replace(info, unavailable={**info.unavailable, **{k: v for k, v in reasons.items() if k not in caps}})

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from model.capabilities import ONNX_FORMAT
+from model.errors import ExportError
 from model.load import LoadedModel, ModelLoadError
 
 LMSCOPE_VERSION = "0.1.0"
@@ -288,19 +289,19 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
     t0 = time.perf_counter()
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
-        raise ValueError(f"the output file must end in .onnx, got {str(out)!r}")
+        raise ExportError(f"the output file must end in .onnx, got {str(out)!r}")
     if out.is_dir():
-        raise ValueError(f"{out} is a directory; give a file name ending in .onnx")
+        raise ExportError(f"{out} is a directory; give a file name ending in .onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise ValueError(f"opset must be between {OPSETS.start} and {OPSETS.stop - 1}, got {opset!r}")
+        raise ExportError(f"opset must be between {OPSETS.start} and {OPSETS.stop - 1}, got {opset!r}")
     path = _source_path(model_ref_or_loaded)
     cfg, tok = _read_source(path)
     model, arch = _fresh_model(path, cfg)
     spec = spec_for(arch, cfg["model_type"], attentions)
     n_params = sum(p.numel() for p in model.parameters())
     if 4 * n_params > MAX_PROTO_BYTES:
-        raise ValueError(f"{path} has {n_params / 1e6:.0f}M parameters: over the 2 GB a single ONNX file can hold "
-                         "(external-data export is not supported)")
+        raise ExportError(f"{path} has {n_params / 1e6:.0f}M parameters: over the 2 GB a single ONNX file can hold "
+                          "(external-data export is not supported)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.name[: -len(".onnx")]
@@ -337,16 +338,16 @@ def export_onnx(model_ref_or_loaded: str | os.PathLike | LoadedModel, out: Path,
             parity["decoder"] = _check_decoder(dec, tmp / "decoder.onnx", batches, reference)
         bad = {k: v for k, v in parity.items() if not v <= TOLERANCE}
         if bad:
-            raise ValueError("onnxruntime does not reproduce torch within %.0e (%s); nothing was written"
-                             % (TOLERANCE, ", ".join(f"{k} {v:.1e}" for k, v in bad.items())))
+            raise ExportError("onnxruntime does not reproduce torch within %.0e (%s); nothing was written"
+                              % (TOLERANCE, ", ".join(f"{k} {v:.1e}" for k, v in bad.items())))
         drift: dict[str, float] = {}
         if fp16:
             drift = _compare(got, fp32_reference, batches)
             over = {k: v for k, v in drift.items() if k in FP16_DRIFT and not v <= FP16_DRIFT[k]}
             if over:
-                raise ValueError("fp16 weights move this model's outputs too far from float32 ("
-                                 + ", ".join(f"{k} {v:.1e} > {FP16_DRIFT[k]:.0e}" for k, v in over.items())
-                                 + "); export without --fp16")
+                raise ExportError("fp16 weights move this model's outputs too far from float32 ("
+                                  + ", ".join(f"{k} {v:.1e} > {FP16_DRIFT[k]:.0e}" for k, v in over.items())
+                                  + "); export without --fp16")
 
         meta = _metadata(spec, model, cfg, tok, path, opset, fp16, parity, drift, tmp, head_out, decoder_out, len(batches))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -402,11 +403,11 @@ def _source_path(ref) -> Path:
 
     if isinstance(ref, LoadedModel):
         if ref.info.backend != "torch":
-            raise ValueError(f"{ref.name} runs on the {ref.info.backend} backend; only transformers models can be exported")
+            raise ExportError(f"{ref.name} runs on the {ref.info.backend} backend; only transformers models can be exported")
         return Path(ref.info.path)
     path, _ = resolve(ref)
     if path.suffix == ".onnx":
-        raise ValueError(f"{path} is already an ONNX model")
+        raise ExportError(f"{path} is already an ONNX model")
     return path
 
 
@@ -418,10 +419,10 @@ def _read_source(path: Path):
 
     cfg = read_config(path)
     if cfg["model_type"] == "lmscope-elmo":
-        raise ValueError(f"{path} is an ELMo model; ONNX export covers the transformer architectures only")
+        raise ExportError(f"{path} is an ELMo model; ONNX export covers the transformer architectures only")
     if cfg["model_type"] not in EXPORTABLE_TYPES:
-        raise ValueError(f"{path} is a {cfg['model_type']} model; ONNX export (with attention outputs, checked "
-                         f"against torch) covers {', '.join(EXPORTABLE_TYPES)} so far: inspect it on the torch backend")
+        raise ExportError(f"{path} is a {cfg['model_type']} model; ONNX export (with attention outputs, checked "
+                          f"against torch) covers {', '.join(EXPORTABLE_TYPES)} so far: inspect it on the torch backend")
     check_weights(path)
     with IMPORT_LOCK:
         return cfg, load_tokenizer(path)
@@ -465,8 +466,8 @@ def _check_tokenizer_clash(tok_dir: Path, names: list[str], target: Path, own_me
         old = target / name
         if old.is_file() and old.read_bytes() != (tok_dir / name).read_bytes():
             owner = f"{others[0][: -len('.lmscope.json')]}.onnx" if others else "another model"
-            raise ValueError(f"{target} already holds a different tokenizer ({name}, used by {owner}); "
-                             "export into a directory of its own")
+            raise ExportError(f"{target} already holds a different tokenizer ({name}, used by {owner}); "
+                              "export into a directory of its own")
 
 
 def sample_batches(tok, spec: ExportSpec, max_len: int) -> list[dict[str, torch.Tensor]]:
@@ -598,7 +599,7 @@ def _quiet_export(module, args, f: Path, inputs, outputs, dynamic, opset: int) -
                           # 138 MB); onnxruntime folds the transpose when it loads the graph (same speed, measured)
                           do_constant_folding=False)
     if f.stat().st_size > MAX_PROTO_BYTES:
-        raise ValueError(f"the exported graph is {f.stat().st_size / 1e9:.1f} GB: over the 2 GB a single ONNX file can hold")
+        raise ExportError(f"the exported graph is {f.stat().st_size / 1e9:.1f} GB: over the 2 GB a single ONNX file can hold")
 
 
 def _round_weights_to_fp16(model: nn.Module) -> None:

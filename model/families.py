@@ -23,6 +23,7 @@ from transformers.models.auto import modeling_auto as ma
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 from model.capabilities import PAIR_KINDS
+from model.errors import LmscopeError
 
 TASK_MAPPINGS = (
     (ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal-lm"),
@@ -32,7 +33,7 @@ TASK_MAPPINGS = (
 )
 
 
-class UnknownFamily(ValueError):
+class UnknownFamily(LmscopeError):
     """transformers has no language-model class for this config; the message says why."""
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.inspect import InputError, inspect
-from model.load import LoadedModel
+from model.modelinfo import LoadedModel
 from model.results import Prediction, Token
 
 THUMB = 24  # thumbnail side (the all-heads grid's tiles)

@@ -15,13 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.jobs import (
-    BUILTIN_CORPORA,
-    MAX_STEPS,
-    JobError,
-    max_upload_bytes,
-    upload_dir,
-)
+from model.jobs.requests import MAX_STEPS, JobError
+from model.jobs.uploads import BUILTIN_CORPORA, max_upload_bytes, upload_dir
 from model.train.labelled import BUILTIN_TASKS, MAX_BYTES, parse_labelled
 
 MAX_TYPED = 2000  # typed examples per request
@@ -30,7 +25,9 @@ DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 def _check_model(ref: str, what: str) -> None:
     """A model the server may read (a listed name or a path inside the allowed folders), not ELMo/ONNX."""
-    from model.load import ModelLoadError, read_config, resolve
+    from model.errors import ModelLoadError
+    from model.modelfiles import read_config
+    from model.registry import resolve
 
     try:
         path, name = resolve(ref, restrict=True)

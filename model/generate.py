@@ -14,7 +14,7 @@ disturb each other) and the tokens still equal `torch.manual_seed(seed); model.g
 a fresh seed and records it in `settings["seed"]`, so every run can be replayed.
 
 Prompt + max_new_tokens beyond the model's positions: max_new_tokens is reduced to fit, with a warning
-(ValueError only if the prompt alone fills them).
+(InputError only if the prompt alone fills them).
 
 Backends that offer a `Decoder` (`backend.decoder(ids)`, the torch backend's causal LMs) are run
 incrementally with a key/value cache, one new position per step; the others recompute the whole prefix
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numbers
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ import torch
 from kernels import sampling
 from kernels.beam import beam_search, check_settings
 from kernels.sampling import SamplingConfig
+from model.errors import InputError, Unavailable
 from model.results import BeamNode, FilterStage, GenerationResult, GenerationStep, Prediction
 
 __all__ = ["SamplingConfig", "generate", "next_token_distribution"]
@@ -50,7 +51,7 @@ def _prompt_ids(loaded: Any, prompt: str) -> torch.Tensor:
 
     prompt = clean_text(prompt)
     if not prompt.strip():
-        raise ValueError("the prompt is empty")
+        raise InputError("the prompt is empty")
     tok = loaded.tokenizer
     info = getattr(loaded, "info", None)
     specials = info is None or info.model_type != "gpt2"  # GPT-2 tokenizers may add <|endoftext|>: not before a continuation
@@ -59,14 +60,14 @@ def _prompt_ids(loaded: Any, prompt: str) -> torch.Tensor:
     if specials and sep is not None and ids and ids[-1] == sep:
         ids = ids[:-1]  # an encoder-style tokenizer's closing [SEP] would end the text before we continue it
     if not ids:
-        raise ValueError("the prompt has no tokens")
+        raise InputError("the prompt has no tokens")
     return torch.tensor([ids], dtype=torch.long)
 
 
 def _require_causal(loaded: Any) -> None:
     info = getattr(loaded, "info", None)
     if info is not None and "causal" not in info.capabilities:
-        raise ValueError(f"{info.name} is a {info.task} model and cannot generate; choose a causal model (GPT-2, ELMo)")
+        raise Unavailable(f"{info.name} is a {info.task} model and cannot generate; choose a causal model (GPT-2, ELMo)")
 
 
 def _candidates(tok, probs: torch.Tensor, n: int) -> list[Prediction]:
@@ -89,20 +90,29 @@ def next_token_distribution(loaded: Any, prompt: str, cfg: SamplingConfig, top: 
     active filter in transformers' order, each with full-vocabulary probabilities; candidates are the `top`
     most probable tokens after all filters."""
     _require_causal(loaded)
-    cfg.validate(loaded.backend.vocab_size)
+    _check_settings(cfg.validate, loaded.backend.vocab_size)
     _check_top(top)
     ids = _prompt_ids(loaded, prompt)
     limit = loaded.backend.max_positions
     if limit is not None and ids.shape[1] > limit:  # past the position table: an IndexError deep in torch
-        raise ValueError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}: shorten it")
+        raise InputError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}: shorten it")
     logits = loaded.backend.next_token_logits(ids)  # (1, vocab)
     final, stages = sampling.filter_trace(logits, ids, cfg)
     return _stages(stages), _candidates(loaded.tokenizer, torch.softmax(final, -1)[0], top)
 
 
+def _check_settings(check: Callable[..., None], *args, **kw) -> None:
+    """Run a kernel's check of settings the user chose; its ValueError, which names the setting out of
+    range, becomes an InputError."""
+    try:
+        check(*args, **kw)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
 def _check_top(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_TOP_CANDIDATES:
-        raise ValueError(f"top_candidates must be between 1 and {MAX_TOP_CANDIDATES}, got {n!r}")
+        raise InputError(f"top_candidates must be between 1 and {MAX_TOP_CANDIDATES}, got {n!r}")
 
 
 def generate(
@@ -132,25 +142,26 @@ def generate(
     transformers. Generation stops at the tokenizer's EOS."""
     _require_causal(loaded)
     if strategy not in ("greedy", "sample", "beam"):
-        raise ValueError(f"strategy must be greedy, sample or beam, got {strategy!r}")
+        raise InputError(f"strategy must be greedy, sample or beam, got {strategy!r}")
     backend, tok = loaded.backend, loaded.tokenizer
     if seed is None:
         seed = secrets.randbits(SEED_BITS)
     cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, typical_p=typical_p, min_p=min_p,
                          repetition_penalty=repetition_penalty, do_sample=strategy == "sample", seed=seed)
-    cfg.validate(backend.vocab_size)
+    _check_settings(cfg.validate, backend.vocab_size)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+        raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
     seed, max_new_tokens = int(seed), int(max_new_tokens)  # numpy integers from the app -> plain ints for JSON
     _check_top(top_candidates)
     if strategy == "beam":
-        check_settings(num_beams, max_new_tokens, length_penalty, early_stopping, vocab_size=backend.vocab_size)
+        _check_settings(check_settings, num_beams, max_new_tokens, length_penalty, early_stopping,
+                        vocab_size=backend.vocab_size)
     ids = _prompt_ids(loaded, prompt)  # (1, prompt)
     warnings: list[str] = []
     limit = backend.max_positions
     if limit is not None and ids.shape[1] + max_new_tokens > limit:
         if ids.shape[1] >= limit:
-            raise ValueError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}, leaving no room to generate")
+            raise InputError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}, leaving no room to generate")
         max_new_tokens = limit - ids.shape[1]
         warnings.append(f"max_new_tokens reduced to {max_new_tokens}: the model reads at most {limit} tokens")
     settings = dict(cfg.to_dict(), seed=seed, top_k=int(top_k), strategy=strategy, max_new_tokens=max_new_tokens)

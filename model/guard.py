@@ -24,10 +24,12 @@ from pathlib import Path
 
 import psutil
 
+from model.errors import LmscopeError
+from model.modelfiles import FLOAT_DTYPES, tensor_headers
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
                   "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-FLOAT_ST_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 EXTRAPOLATE_ABOVE = 64  # layers; above this the count comes from one- and two-layer meta builds
 # A checkpoint may lack a few weights (a head loaded onto a bare encoder's checkpoint): those are
 # allocated as random weights with a load warning. More than this many extra parameters is a mismatch.
@@ -39,7 +41,7 @@ HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim")  # a config's model wi
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 
-class GuardError(ValueError):
+class GuardError(LmscopeError):
     """A model is refused before loading; the message (one line) names the figures compared."""
 
 
@@ -74,22 +76,16 @@ def count(n: int) -> str:
 def file_tensors(files: list[Path], widths: set | None = None) -> tuple[int, int]:
     """(parameters, bytes) of the floating-point tensors in these safetensors files, from their headers;
     every dimension seen is added to `widths` when given."""
-    from safetensors import safe_open
-
     params = nbytes = 0
     for f in files:
-        with safe_open(str(f), "numpy") as st:
-            for k in st.keys():
-                sl = st.get_slice(k)
-                dt = sl.get_dtype()
-                if dt not in FLOAT_ST_DTYPES or k.endswith(("position_ids", "token_type_ids", "masked_bias")):
-                    continue
-                shape = [int(d) for d in sl.get_shape()]
-                if widths is not None:
-                    widths.update(shape)
-                n = math.prod(shape)
-                params += n
-                nbytes += n * ST_DTYPE_BYTES.get(dt, 4)
+        for k, (dt, shape) in tensor_headers(f).items():
+            if dt not in FLOAT_DTYPES or k.endswith(("position_ids", "token_type_ids", "masked_bias")):
+                continue
+            if widths is not None:
+                widths.update(shape)
+            n = math.prod(shape)
+            params += n
+            nbytes += n * ST_DTYPE_BYTES.get(dt, 4)
     return params, nbytes
 
 

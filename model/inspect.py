@@ -20,21 +20,24 @@ import numpy as np
 import torch
 
 from kernels.attention import AttentionStore
-from model.load import LoadedModel
+from model.errors import InputError, Unavailable
+from model.modelinfo import LoadedModel
 from model.results import (HeadSummary, Inspection, LogitLens, MaskPrediction, NeuronView, PairPrediction, Prediction,
                            Token)
 
 MASK_SPELLINGS = ("[MASK]", "<mask>")  # both are six characters: swapping them keeps every offset
 LOG2E = 1.0 / math.log(2.0)
-CHUNK = 256  # positions per LM-head call: bounds logits memory to CHUNK x vocab floats
+CHUNK = 256  # positions per LM-head call at most
+LOGITS_BYTES = 64 * 2**20  # and at most this much of fp32 logits per call (a 152k vocabulary: 110 positions)
 
 
-class InputError(ValueError):
-    """The text (or a setting) cannot be inspected; the message says why."""
+def chunk_positions(vocab_size: int) -> int:
+    """Positions per LM-head call: bounds the logits (and their log-softmax) to LOGITS_BYTES each.
 
-
-class Unavailable(ValueError):
-    """This model cannot give the view asked for (e.g. queries and keys from an ONNX graph); the message says why."""
+    >>> chunk_positions(30522), chunk_positions(151936)
+    (256, 110)
+    """
+    return max(1, min(CHUNK, LOGITS_BYTES // (4 * max(1, vocab_size))))
 
 
 @dataclass
@@ -188,7 +191,7 @@ def inspect(
     if "mlm" in info.capabilities:
         _masked_lm(result, loaded, out, enc, top_k, pll, dict(mask_targets))
     if "causal" in info.capabilities:
-        _causal(result, tok, out, enc, top_k)
+        _causal(result, tok, out, enc, top_k, backend.vocab_size)
     if logit_lens and "lens" in info.capabilities:
         result.logit_lens = _logit_lens(loaded, hs, enc, lens_top_k)
     if out.pair_logits is not None and enc.token_type_ids is not None and text_pair:
@@ -243,21 +246,26 @@ def pseudo_log_likelihood(loaded: LoadedModel, enc: Encoded, batch: int = 32) ->
     return out
 
 
-def _causal(result: Inspection, tok, out, enc: Encoded, top_k: int) -> None:
+def _causal(result: Inspection, tok, out, enc: Encoded, top_k: int, vocab_size: int) -> None:
     n = len(enc.tokens)
     ids = torch.from_numpy(enc.input_ids)
     next_ids = np.zeros((n, top_k), dtype=np.int64)
     next_probs = np.zeros((n, top_k), dtype=np.float32)
     surprisal = np.full(n, np.nan, dtype=np.float32)
-    for s in range(0, n, CHUNK):
-        pos = torch.arange(s, min(n, s + CHUNK))
-        logp, top_ids, top_p = _topk(out.logits_at(pos)[0], top_k)  # (chunk, vocab)
-        k = top_ids.shape[1]
-        next_ids[pos.numpy(), :k] = top_ids.numpy()
-        next_probs[pos.numpy(), :k] = top_p.numpy()
-        has_next = pos + 1 < n
-        src = pos[has_next]
-        surprisal[(src + 1).numpy()] = (-logp[has_next][torch.arange(len(src)), ids[src + 1]] * LOG2E).numpy()
+    chunk = chunk_positions(vocab_size)
+    for s in range(0, n, chunk):
+        pos = torch.arange(s, min(n, s + chunk))
+        # no (chunk, vocab) log-softmax: top k and the next token's log-prob from the logits and their logsumexp
+        logits = out.logits_at(pos)[0].float()  # (chunk, vocab)
+        lse = torch.logsumexp(logits, dim=-1)  # (chunk,)
+        top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+        k = top.indices.shape[1]
+        next_ids[pos.numpy(), :k] = top.indices.numpy()
+        next_probs[pos.numpy(), :k] = (top.values - lse[:, None]).exp().numpy()
+        rows = torch.nonzero(pos + 1 < n).squeeze(1)  # chunk rows that have a next token
+        src = pos[rows]
+        surprisal[(src + 1).numpy()] = (-(logits[rows, ids[src + 1]] - lse[rows]) * LOG2E).numpy()
+        del logits
     for i, t in enumerate(enc.tokens):
         if t.special:
             surprisal[i] = np.nan
@@ -282,9 +290,10 @@ def _logit_lens(loaded: LoadedModel, hs: list[torch.Tensor], enc: Encoded, k: in
     actual = np.full((layers, n), np.nan, dtype=np.float32)
     target = torch.cat([ids[1:], ids[:1]]) if causal else ids  # what each position should predict
     valid = torch.arange(n) < (n - 1) if causal else torch.ones(n, dtype=torch.bool)
+    chunk = chunk_positions(backend.vocab_size)
     for layer, h in enumerate(hs):
-        for s in range(0, n, CHUNK):
-            pos = torch.arange(s, min(n, s + CHUNK))
+        for s in range(0, n, chunk):
+            pos = torch.arange(s, min(n, s + chunk))
             logp, ti, tp = _topk(backend.lens(h[:, pos, :], layer)[0], k)
             top_ids[layer, pos.numpy()] = ti.numpy()
             top_p[layer, pos.numpy()] = tp.numpy()

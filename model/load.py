@@ -4,175 +4,32 @@
     >>> m.info.task, m.info.capabilities              # doctest: +SKIP
     ('pretraining', ('attention', 'hidden', 'lens', 'mlm', 'nsp'))
 
-Rules: only safetensors weights are read (pickled `.bin`/`.pt` checkpoints are refused: unpickling can run
-code); `trust_remote_code` is never set; nothing is fetched from a hub. Every model is loaded once per
-process per (path, backend) and then shared read-only by all callers and threads.
+Rules: only safetensors weights are read (model.modelfiles refuses pickled checkpoints); `trust_remote_code`
+is never set; nothing is fetched from a hub. Every model is loaded once per process per (path, backend) and
+then shared read-only by all callers and threads. Importing this module imports no torch (the app's Models
+page draws without it); the loaders import it when they run.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from model import capabilities
-from model.capabilities import VIEWS  # noqa: F401  (re-exported)
+from model.errors import ModelLoadError, first_line
+from model.modelfiles import check_weights, dir_size, load_tokenizer, read_config
+from model.modelinfo import LoadedModel, model_info
+from model.registry import resolve
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-if TYPE_CHECKING:  # importing this module must not import torch: the app's Models page draws without it
-    from model.backends.base import Backend
-
-# The seed types: described from their files alone (model.describe); every model type transformers knows loads.
-SUPPORTED_TYPES = ("bert", "roberta", "albert", "distilbert", "gpt2", "lmscope-elmo")
 DTYPES = ("float32", "bfloat16")  # what a model may be loaded in (--dtype; float32 unless asked)
-PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
-
-# What each task can show is VIEWS (model.capabilities, torch-free; `from model.load import VIEWS` keeps
-# working); `unavailable` explains the rest.
-
-
-class ModelLoadError(ValueError):
-    """A model cannot be loaded; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Plain description of a loaded model (what the Models page and `lmscope models` show).
-
-    task: "masked-lm", "causal-lm", "pretraining" (MLM + NSP/SOP), "encoder" (no head) or "elmo".
-    capabilities: sorted view names from VIEWS; unavailable: view -> why not.
-    """
-
-    name: str
-    path: str
-    backend: str
-    model_type: str
-    architecture: str
-    task: str
-    num_layers: int
-    num_heads: int
-    hidden_size: int
-    vocab_size: int
-    max_positions: int | None
-    num_parameters: int
-    size_bytes: int
-    capabilities: tuple[str, ...]
-    unavailable: dict[str, str] = field(default_factory=dict)
-    mask_token: str | None = None
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-@dataclass
-class LoadedModel:
-    """A runnable model. Shared read-only between sessions: never mutate it."""
-
-    info: ModelInfo
-    backend: Backend
-    tokenizer: Any  # a transformers fast tokenizer
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    def has(self, capability: str) -> bool:
-        return capability in self.info.capabilities
-
-
-# ---------------------------------------------------------------------------------------------------
-# Validation of a directory before anything heavy runs.
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    cfg_file = path / "config.json"
-    if not path.exists():
-        raise ModelLoadError(f"no such model: {path} (not a directory or file; `lmscope models` lists the known ones)")
-    if not path.is_dir():
-        raise ModelLoadError(f"{path} is a file, not a model directory (an ONNX model must end in .onnx)")
-    if not cfg_file.is_file():
-        raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{cfg_file} is not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelLoadError(f"{cfg_file} is not a JSON object")
-    mt = cfg.get("model_type")
-    if not isinstance(mt, str) or not mt:
-        raise ModelLoadError(f"{cfg_file} has no model_type: not a Hugging Face model config")
-    return cfg
-
-
-def check_weights(path: Path) -> list[Path]:
-    """The safetensors files of a model directory, validated; refuses pickled checkpoints."""
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        pickles = [p.name for p in path.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-        if pickles:
-            raise ModelLoadError(
-                f"{path} only has pickled weights ({', '.join(pickles)}); lmscope never unpickles files because "
-                "that can run arbitrary code. If you trust the file, convert it once with: python -c \"from "
-                "transformers import AutoModel as A; A.from_pretrained('" + str(path) + "', use_safetensors=False)"
-                ".save_pretrained('" + str(path) + "-safetensors')\" (then copy the tokenizer files beside it)"
-            )
-        raise ModelLoadError(f"{path} has no model.safetensors")
-    for f in files:
-        _check_safetensors(f)
-    return files
-
-
-def _check_safetensors(f: Path) -> None:
-    """Header sanity and length check without reading the tensors: a safetensors file is an 8-byte
-    little-endian header length, a JSON header with each tensor's byte range, then the data."""
-    size = f.stat().st_size
-    bad = f"{f} is corrupt or truncated ({size} bytes)"
-    with open(f, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ModelLoadError(f"{bad}: no header")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or 8 + n > size:
-            raise ModelLoadError(f"{bad}: header length {n} does not fit the file")
-        try:
-            header = json.loads(fh.read(n).decode("utf-8"))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except Exception:
-            raise ModelLoadError(f"{bad}: unreadable header") from None
-    if 8 + n + end != size:
-        raise ModelLoadError(f"{bad}: the header promises {8 + n + end} bytes")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-
-
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ModelLoadError(f"{path} has no tokenizer files (expected one of: {', '.join(TOKENIZER_FILES)})")
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not getattr(tok, "is_fast", False):
-        raise ModelLoadError(f"the tokenizer in {path} is not a fast (Rust) tokenizer; lmscope needs character offsets")
-    return tok
-
-
-def dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
 def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = "float32") -> LoadedModel:
@@ -199,7 +56,7 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = 
     try:
         config = cls.config_class.from_pretrained(str(path), local_files_only=True)
     except Exception as e:
-        raise ModelLoadError(f"cannot read {path / 'config.json'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {first_line(e)}") from None
     try:  # before anything is allocated: the config against the weights and against free memory
         guard.check_config(path, file_params, file_bytes, config, cls, dtype)
     except guard.GuardError as e:
@@ -214,7 +71,7 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = 
             model, loading = cls.from_pretrained(str(path), attn_implementation="eager", **kw)
             record = False
     except Exception as e:
-        raise ModelLoadError(f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ModelLoadError(f"cannot load {path}: {first_line(e)}") from None
     missing = [k for k in loading.get("missing_keys", []) if "position_ids" not in k]
     if missing:
         warnings.append(f"{len(missing)} weights were missing and are random (e.g. {missing[0]}): predictions from them mean nothing")
@@ -233,8 +90,10 @@ def _load_transformers(path: Path, cfg: dict[str, Any], name: str, dtype: str = 
                                                         has_lm_head=backend.has_lm_head, has_lens=backend.has_lens)
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0) or getattr(model.config, "n_embd", 0))
     loaded = LoadedModel(
-        info=model_info(name, path, "torch", cfg["model_type"], arch, task, backend, hidden,
-                   sum(p.numel() for p in model.parameters()), dir_size(path), caps, tok, warnings),
+        info=model_info(name=name, path=path, backend_kind="torch", model_type=cfg["model_type"], architecture=arch,
+                        task=task, backend=backend, hidden_size=hidden,
+                        num_parameters=sum(p.numel() for p in model.parameters()), size_bytes=dir_size(path),
+                        capabilities=caps, tokenizer=tok, warnings=warnings),
         backend=backend,
         tokenizer=tok,
     )
@@ -271,7 +130,7 @@ def _probe_attention(backend, tok) -> None:
         out = backend.forward(ids, attentions=True, hidden_states=False)
         ok = out.attention is not None and len(out.attention) == backend.num_layers
     except Exception as e:
-        ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ok, why = False, f"{type(e).__name__}: {first_line(e) if str(e).strip() else ''}"
     else:
         why = "its forward pass returns no attention weights"
     if not ok:
@@ -280,17 +139,6 @@ def _probe_attention(backend, tok) -> None:
         backend.has_attention = False
         backend.reasons["attention"] = (f"{backend.architecture}'s attention cannot be recorded ({why}); "
                                         "the views that need no attention still work")
-
-
-def model_info(name, path, backend_kind, model_type, arch, task, backend, hidden, n_params, size, caps, tok, warnings) -> ModelInfo:
-    unavailable = capabilities.unavailable_views(name, model_type, task, caps)
-    return ModelInfo(
-        name=name, path=str(path), backend=backend_kind, model_type=model_type, architecture=arch, task=task,
-        num_layers=backend.num_layers, num_heads=backend.num_heads, hidden_size=hidden,
-        vocab_size=backend.vocab_size, max_positions=backend.max_positions, num_parameters=int(n_params),
-        size_bytes=int(size), capabilities=tuple(sorted(caps)), unavailable=unavailable,
-        mask_token=getattr(tok, "mask_token", None), warnings=tuple(warnings),
-    )
 
 
 def _named(loaded: LoadedModel, name: str) -> LoadedModel:
@@ -303,7 +151,7 @@ def _named(loaded: LoadedModel, name: str) -> LoadedModel:
     caps = set(info.capabilities)
     unavailable = capabilities.unavailable_views(name, info.model_type, info.task, caps)
     if info.backend == "onnx":
-        from model.backends.onnx_backend import graph_reasons
+        from model.backends.onnx_load import graph_reasons
 
         unavailable.update(graph_reasons(loaded.backend, info.task, name, caps))
     unavailable.update({k: v for k, v in getattr(loaded.backend, "reasons", {}).items() if k not in caps})
@@ -324,15 +172,17 @@ def _load_elmo(path: Path, cfg: dict[str, Any], name: str) -> LoadedModel:
     caps = set(capabilities.ELMO_CAPABILITIES)
     n_params = sum(p.numel() for p in backend.module.parameters()) if hasattr(backend, "module") else 0
     return LoadedModel(
-        info=model_info(name, path, "elmo", "lmscope-elmo", "ElmoLM", "elmo", backend, int(cfg.get("hidden_size", 0)),
-                   n_params, dir_size(path), caps, tok, []),
+        info=model_info(name=name, path=path, backend_kind="elmo", model_type="lmscope-elmo", architecture="ElmoLM",
+                        task="elmo", backend=backend, hidden_size=int(cfg.get("hidden_size", 0)),
+                        num_parameters=n_params, size_bytes=dir_size(path), capabilities=caps, tokenizer=tok,
+                        warnings=[]),
         backend=backend, tokenizer=tok,
     )
 
 
 def _load_onnx(path: Path, name: str) -> LoadedModel:
     try:
-        from model.backends.onnx_backend import load_onnx
+        from model.backends.onnx_load import load_onnx
     except ImportError:
         raise ModelLoadError("ONNX models are not supported in this build") from None
     return load_onnx(path, name)
@@ -398,61 +248,18 @@ def configure_server_threads() -> int:
     return n
 
 
-def allowed_roots() -> list[Path]:
-    """Directories the app may load models from: the demo models, lmscope's runs, the HF cache, and
-    anything listed in LMSCOPE_MODEL_ROOTS (os.pathsep-separated). The CLI may load any path it is given."""
-    from model.registry import demo_dir, hf_hub_cache, runs_dir
-
-    roots = [demo_dir(), runs_dir(), hf_hub_cache()]
-    roots += [Path(p) for p in os.environ.get("LMSCOPE_MODEL_ROOTS", "").split(os.pathsep) if p]
-    return [r.expanduser().resolve() for r in roots]
-
-
-def check_allowed(path: Path) -> None:
-    """Refuse a path that resolves (after `..` and symlinks) outside every allowed root."""
-    real = Path(os.path.realpath(path))
-    if not any(real == r or r in real.parents for r in allowed_roots()):
-        raise ModelLoadError(
-            f"{path} is outside the model folders this server may read (demo models, runs, the Hugging Face "
-            "cache, LMSCOPE_MODEL_ROOTS)"
-        )
-
-
-def resolve(ref: str | os.PathLike, restrict: bool = False) -> tuple[Path, str]:
-    """A path or a listed model name -> (path, display name). With `restrict`, a path must lie inside
-    `allowed_roots()` (the app sets this; a path typed on the command line is the user's own choice)."""
-    from model.registry import find
-
-    ref = str(ref).strip()
-    if not ref:
-        raise ModelLoadError("no model given")
-    entry = find(ref, exact=True)
-    if entry is not None:
-        return Path(entry.path), entry.name
-    p = Path(ref).expanduser()
-    if not p.exists():
-        entry = find(ref)
-        if entry is not None:
-            return Path(entry.path), entry.name
-        raise ModelLoadError(f"no such model: {ref!r} (neither a path nor a listed model; `lmscope models` lists them)")
-    if restrict:
-        check_allowed(p)
-    p = p.resolve()
-    return p, p.name
-
-
 def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = False,
                dtype: str = "float32") -> LoadedModel:
     """Load (once per process) and return a shared, read-only model. `restrict`: see `resolve`. `dtype`:
     float32, or bfloat16 for a transformers model that does not fit in free memory in float32 (the load
     guard, model.guard, says when)."""
     path, name = resolve(ref, restrict)
-    kind = "onnx" if path.suffix == ".onnx" else "torch"
+    kind = _kind(path)
     if backend not in ("auto", kind):
         raise ModelLoadError(f"{path} cannot run on the {backend} backend (it is a {kind} model)")
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    key = (str(path), kind) if dtype == "float32" else (str(path), f"{kind}-{dtype}")
+    key = _cache_key(path, dtype)
     hit = _CACHE.get(key)
     if hit is not None:
         with _GLOBAL:
@@ -461,8 +268,7 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
         return _named(hit, name)
     # IMPORT_LOCK is the outermost lock (one loader at a time; callers of the same key wait here and then
     # share). It must come first: the app's warm-up holds it across its own load_model call, and a caller
-    # holding any other lock while waiting for it could deadlock with that warm-up (it did, with a
-    # per-key lock taken first).
+    # holding any other lock while waiting for it could deadlock with that warm-up.
     with IMPORT_LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
@@ -485,3 +291,22 @@ def load_model(ref: str | os.PathLike, backend: str = "auto", restrict: bool = F
         _log.info("loaded model %s (%s) in %.2f s, load #%d of it in this process",
                   key[0], kind, time.perf_counter() - t0, LOAD_COUNT[key])
         return loaded
+
+
+def is_loaded(ref: str | os.PathLike, restrict: bool = False) -> bool:
+    """Whether `load_model(ref, restrict=restrict)` would return at once from the process-wide cache."""
+    try:
+        path, _ = resolve(ref, restrict)
+    except ModelLoadError:
+        return False
+    return _cache_key(path) in _CACHE
+
+
+def _kind(path: Path) -> str:
+    return "onnx" if path.suffix == ".onnx" else "torch"
+
+
+def _cache_key(path: Path, dtype: str = "float32") -> tuple[str, str]:
+    """(resolved path, backend kind), with the dtype appended to the kind when it is not float32."""
+    kind = _kind(path)
+    return (str(path), kind) if dtype == "float32" else (str(path), f"{kind}-{dtype}")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from model.inspect import InputError, Unavailable, encode
-from model.load import LoadedModel
+from model.modelinfo import LoadedModel
 from model.results import Token
 
 FFN_OUTPUT = {  # model_type -> names of the modules whose input is the feed-forward activation

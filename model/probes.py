@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from model.load import LoadedModel
+from model.errors import InputError, Unavailable
+from model.modelinfo import LoadedModel
 from model.train.toyworld import PROBE_KINDS, TRAIN_SEED, AgreementProbe, agreement_probes
 
 PROBE_SEED = 4242  # the probes of the demo models' quality record
@@ -86,7 +87,7 @@ def objective_of(m: LoadedModel) -> str:
         return "masked"
     if m.info.task in ("causal-lm", "elmo"):
         return "causal"
-    raise ValueError(f"{m.name} is a {m.info.task} model: agreement probes need a masked or a causal LM head")
+    raise Unavailable(f"{m.name} is a {m.info.task} model: agreement probes need a masked or a causal LM head")
 
 
 def _ids(tok, word: str, space: bool) -> list[int]:
@@ -158,11 +159,11 @@ def agreement(m: LoadedModel, n: int = 500, seed: int = PROBE_SEED, exclude: set
     """Score n toy-world agreement probes (seed: which ones; never the training corpus's seed; exclude:
     sentences to skip, e.g. every training sentence) on a masked or causal model, per probe kind."""
     if not 1 <= n <= MAX_PROBES:
-        raise ValueError(f"the number of probes must be between 1 and {MAX_PROBES}, got {n}")
+        raise InputError(f"the number of probes must be between 1 and {MAX_PROBES}, got {n}")
     if n_examples < 0:
-        raise ValueError(f"the number of examples per kind must be >= 0, got {n_examples}")
+        raise InputError(f"the number of examples per kind must be >= 0, got {n_examples}")
     if seed == TRAIN_SEED:
-        raise ValueError(f"probe seed {seed} is the training corpus seed; use another seed so probes are held out")
+        raise InputError(f"probe seed {seed} is the training corpus seed; use another seed so probes are held out")
     objective = objective_of(m)
     scored, skipped = [], 0
     for p in agreement_probes(n, seed, exclude=exclude):

@@ -54,7 +54,7 @@ class TokenStates:
     def layer(self, layer: int) -> np.ndarray:
         """(M, D) float32 states of hidden-state row `layer`."""
         if layer not in self.layers:
-            raise ValueError(f"layer {layer} is not held here: layers {list(self.layers)}")
+            raise InputError(f"layer {layer} is not held here: layers {list(self.layers)}")
         return self.states[self.layers.index(layer)]
 
 

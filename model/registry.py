@@ -3,7 +3,8 @@ and the Hugging Face cache. Nothing is downloaded.
 
 Names: demo models are `demo/<dir>`, trained runs `runs/<dir>`, ONNX exports the path of their `.onnx`
 file under those roots without the suffix (`runs/onnx/bert-opset17-1a2b3c/model`), cached hub models their
-repo id (`bert-base-uncased`, `openai-community/gpt2`). `lmscope models` prints this list.
+repo id (`bert-base-uncased`, `openai-community/gpt2`). `lmscope models` prints this list. `resolve` turns
+a name or a path into a model folder, and keeps the app's paths inside the allowed roots.
 
     >>> [e.name for e in list_models()]            # doctest: +SKIP
     ['demo/bert', 'demo/gpt2', 'bert-base-uncased']
@@ -14,6 +15,9 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from model.errors import ModelLoadError
+from model.modelfiles import checkpoint_parameters, tensor_headers, weight_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_MODELS = PROJECT_ROOT / "assets" / "models"
@@ -88,17 +92,15 @@ DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
 def weights_summary(path: Path) -> tuple[int, str]:
     """(parameters, dtype) of a model folder's safetensors weights, from their headers alone (no torch):
     (0, "") when they cannot be read (the load will say why)."""
-    from model.describe import DescribeError, checkpoint_parameters, safetensors_header, weight_files
-
     try:
         files = weight_files(path)
         counts: dict[str, int] = {}
         for f in files:
-            for k, v in safetensors_header(f).items():
-                if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") in DTYPE_NAMES:
-                    counts[v["dtype"]] = counts.get(v["dtype"], 0) + 1
+            for dtype, _ in tensor_headers(f).values():
+                if dtype in DTYPE_NAMES:
+                    counts[dtype] = counts.get(dtype, 0) + 1
         return checkpoint_parameters(files), DTYPE_NAMES[max(counts, key=counts.get)] if counts else ""
-    except (DescribeError, OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # ModelLoadError is a ValueError
         return 0, ""
 
 
@@ -180,3 +182,42 @@ def find(name: str, exact: bool = False) -> ModelEntry | None:
         return None
     tails = [e for e in entries if e.name.split("/")[-1] == name]
     return tails[0] if len(tails) == 1 else None
+
+
+def allowed_roots() -> list[Path]:
+    """Directories the app may load models from: the demo models, lmscope's runs, the HF cache, and
+    anything listed in LMSCOPE_MODEL_ROOTS (os.pathsep-separated). The CLI may load any path it is given."""
+    roots = [demo_dir(), runs_dir(), hf_hub_cache()]
+    roots += [Path(p) for p in os.environ.get("LMSCOPE_MODEL_ROOTS", "").split(os.pathsep) if p]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def check_allowed(path: Path) -> None:
+    """Refuse a path that resolves (after `..` and symlinks) outside every allowed root."""
+    real = Path(os.path.realpath(path))
+    if not any(real == r or r in real.parents for r in allowed_roots()):
+        raise ModelLoadError(
+            f"{path} is outside the model folders this server may read (demo models, runs, the Hugging Face "
+            "cache, LMSCOPE_MODEL_ROOTS)"
+        )
+
+
+def resolve(ref: str | os.PathLike, restrict: bool = False) -> tuple[Path, str]:
+    """A path or a listed model name -> (path, display name). With `restrict`, a path must lie inside
+    `allowed_roots()` (the app sets this; a path typed on the command line is the user's own choice)."""
+    ref = str(ref).strip()
+    if not ref:
+        raise ModelLoadError("no model given")
+    entry = find(ref, exact=True)
+    if entry is not None:
+        return Path(entry.path), entry.name
+    p = Path(ref).expanduser()
+    if not p.exists():
+        entry = find(ref)
+        if entry is not None:
+            return Path(entry.path), entry.name
+        raise ModelLoadError(f"no such model: {ref!r} (neither a path nor a listed model; `lmscope models` lists them)")
+    if restrict:
+        check_allowed(p)
+    p = p.resolve()
+    return p, p.name

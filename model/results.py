@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.errors import InputError, Unavailable
+
 
 @dataclass(frozen=True)
 class Token:
@@ -193,16 +195,16 @@ class Inspection:
     def rollout(self) -> np.ndarray:
         """(N, N) float32 attention rollout over all layers (Abnar & Zuidema 2020)."""
         if self.attention_source is None:
-            raise ValueError(self.unavailable.get("attention", "this model has no attention"))
+            raise Unavailable(self.unavailable.get("attention", "this model has no attention"))
         return self.attention_source.rollout()
 
     def _check_layer_head(self, layer: int, head: int) -> None:
         if self.attention_source is None:
-            raise ValueError(self.unavailable.get("attention", "this model has no attention"))
+            raise Unavailable(self.unavailable.get("attention", "this model has no attention"))
         if not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer {layer} is out of range: this model has layers 0..{self.num_layers - 1}")
+            raise InputError(f"layer {layer} is out of range: this model has layers 0..{self.num_layers - 1}")
         if not 0 <= head < self.num_heads:
-            raise ValueError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
+            raise InputError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
 
     def token_json(self) -> list[dict[str, Any]]:
         return [t.to_json() for t in self.tokens]
@@ -249,9 +251,9 @@ class NeuronView:
     def head(self, layer: int, head: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(queries (N, d), keys (N, d), attention (N, N)) of one head of model layer `layer`."""
         if layer not in self.layers:
-            raise ValueError(f"layer {layer} is not held here: layers {list(self.layers)}")
+            raise InputError(f"layer {layer} is not held here: layers {list(self.layers)}")
         if not 0 <= head < self.num_heads:
-            raise ValueError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
+            raise InputError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
         i = self.layers.index(layer)
         return self.queries[i, head], self.keys[i, head], self.attention[i, head]
 

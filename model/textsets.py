@@ -16,6 +16,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from model.errors import LmscopeError
+
 BUILTIN = ("toyworld", "english", "pydoc")
 MAX_UPLOAD_BYTES = 5_000_000
 TOYWORLD_DOCS = 400
@@ -49,7 +51,7 @@ ENGLISH = {
 }
 
 
-class TextSetError(ValueError):
+class TextSetError(LmscopeError):
     """The collection cannot be read; the message says why."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from model.errors import LmscopeError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.code else 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, UnicodeError) as e:
+    except (LmscopeError, OSError, UnicodeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         if os.environ.get("LMSCOPE_DEBUG"):

@@ -10,8 +10,10 @@ import os
 import sys
 from typing import Any, Callable
 
+from model.errors import LmscopeError
 
-class UserError(ValueError):
+
+class UserError(LmscopeError):
     """Raised for bad command-line input."""
 
 

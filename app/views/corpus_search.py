@@ -12,8 +12,8 @@ import streamlit as st
 
 from app import common, state
 from app.figures import beyond as FB
+from model.errors import LmscopeError
 from model.inspect import InputError, encode
-from model.textsets import TextSetError
 
 DATA = ("english", "toyworld", "pydoc")
 DEFAULT_QUERY = "the dogs near the cat run quickly ."
@@ -63,7 +63,7 @@ def render() -> None:
         with st.spinner("Opening the corpus index (built once per model, corpus and size; kept under runs/search/)…"):
             index = _index(loaded.info.path, data, int(size))
         hits = search(index, query_vector(loaded, query, int(token), int(layer)), int(layer), k=int(k), metric=metric)
-    except (TextSetError, ValueError) as e:
+    except LmscopeError as e:  # TextSetError, InputError
         st.error(str(e))
         return
     st.caption(f"{len(index):,} tokens of {data} indexed at {len(index.layers)} layers ({index.path.name}); "

@@ -19,6 +19,7 @@ import streamlit as st
 
 from app import common, state
 from app.figures.attention import attention_heatmap
+from model.errors import LmscopeError
 from model.registry import runs_dir
 
 DEFAULT_OPSET = 17  # what onnxruntime and the notes on this machine were measured with
@@ -44,7 +45,7 @@ def _export(loaded, out: Path, opset: int, fp16: bool) -> None:
 
     try:
         report = export_onnx(loaded, out, opset=opset, fp16=fp16)
-    except ValueError as e:
+    except LmscopeError as e:
         st.session_state["export_error"] = str(e)
         return
     st.session_state.setdefault("export_reports", {})[str(out)] = report.lines()

@@ -24,6 +24,7 @@ from app.figures.training import loss_figure
 from app.widgets import jobs as W
 from model import finetune_jobs as FJ
 from model import jobs as J
+from model.errors import LmscopeError
 from model.train.labelled import BUILTIN_TASKS
 from model.train.progress import progress_of
 
@@ -53,7 +54,7 @@ def _labelled_data(owner: str) -> str | None:
     try:
         W.guard_uploads(owner)
         return str(FJ.save_typed_examples(owner, typed))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -96,7 +97,7 @@ def _form(queue: J.JobQueue, owner: str, mode: str) -> None:
 def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
     try:
         job = queue.status(job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return
     if was_active and job.state not in J.ACTIVE:
@@ -185,7 +186,7 @@ def _inside(queue: J.JobQueue, job: J.Job) -> None:
             with c[1]:
                 st.caption("Heads that moved most (mean total-variation distance of their attention rows, 0-1):")
                 st.dataframe(FF.shift_table(s), hide_index=True)
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
 
 

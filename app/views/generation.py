@@ -20,6 +20,7 @@ import streamlit as st
 from app import common, state
 from app.figures import beam_tree, generation as F, style
 from app.widgets import saliency
+from model.errors import LmscopeError
 from model.generate import SamplingConfig, generate, next_token_distribution
 
 DEFAULT_PROMPT = common.DEFAULT_TEXT
@@ -107,7 +108,7 @@ def _distribution(loaded, prompt: str, s: dict) -> None:
     try:
         with st.spinner("Next-token distribution…"):
             stages, candidates = next_token_distribution(loaded, prompt, SamplingConfig(**_sampling_kwargs(s)))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return
     common.show(F.stage_figure(stages, _names(loaded), top_n=STAGE_BARS, font_size=_font()), "sampling-stages")
@@ -131,7 +132,7 @@ def _next_token(loaded, cur: dict, mode: str, s: dict) -> None:
     full = cur["prompt"] + "".join(cur["pieces"])
     try:
         r = generate(loaded, full, strategy=mode, max_new_tokens=1, seed=s["seed"] + len(cur["steps"]), **_sampling_kwargs(s))
-    except ValueError as e:
+    except LmscopeError as e:
         cur["error"] = str(e)
         return
     cur["steps"].append(r.steps[0])
@@ -191,7 +192,7 @@ def _run_strategies(loaded, prompt: str, s: dict, sig: tuple) -> None:
         try:
             results[strategy] = generate(loaded, prompt, strategy=strategy, max_new_tokens=s["max_new_tokens"],
                                          num_beams=s["num_beams"], seed=s["seed"], **_sampling_kwargs(s))
-        except ValueError as e:
+        except LmscopeError as e:
             errors[strategy] = str(e)
     st.session_state["gen_compare"] = {"sig": sig, "results": results, "errors": errors}
 

@@ -16,8 +16,11 @@ import pandas as pd
 import streamlit as st
 
 from app import common, state
-from model.describe import describe, is_loaded
-from model.load import VIEWS, ModelInfo
+from model.capabilities import VIEWS
+from model.errors import LmscopeError
+from model.describe import describe
+from model.load import is_loaded
+from model.modelinfo import ModelInfo
 
 NONE = ""  # no second model (left out of the URL)
 
@@ -95,7 +98,7 @@ def _use_path() -> None:
         return
     try:
         common.load_cached(path, common.load_dtype())
-    except ValueError as e:
+    except LmscopeError as e:
         st.session_state["models_path_error"] = f"Cannot load {path!r}: {e}"
         return
     st.session_state[state.widget_key("model")] = path

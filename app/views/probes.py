@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import common, state
 from app.figures import probes as F
+from model.errors import LmscopeError
 
 DEFAULT_PROBES = 300
 
@@ -39,7 +40,7 @@ def render() -> None:
     n = state.slider("Probes", "probes", 50, 2000, DEFAULT_PROBES, step=50)
     try:
         r = _agreement(name, n)
-    except ValueError as e:  # e.g. an encoder without an LM head
+    except LmscopeError as e:  # e.g. an encoder without an LM head
         st.error(str(e))
         return
     if r.counts[0] == 0:

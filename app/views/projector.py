@@ -17,7 +17,8 @@ import streamlit as st
 from app import common, state
 from app.figures import beyond as FB
 from app.figures.style import LECTURE_FONT
-from model.textsets import BUILTIN, TextSetError
+from model.errors import LmscopeError
+from model.textsets import BUILTIN
 
 DATA = (*BUILTIN, "upload")
 COLORS = ("label", "token", "position")
@@ -74,7 +75,7 @@ def render() -> None:
         with st.spinner(f"Hidden states at layer {layer}, then {method.upper()}…"):
             ts = _states(loaded.info.path, data, upload, int(layer), int(max_tokens))
             xy = _coords(loaded.info.path, data, upload, int(layer), int(max_tokens), method)
-    except (TextSetError, ValueError) as e:  # InputError / Unavailable / a bad upload
+    except LmscopeError as e:  # TextSetError (a bad upload), InputError, Unavailable
         st.error(str(e))
         return
     for w in ts.warnings[:3]:

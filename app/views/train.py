@@ -18,7 +18,10 @@ from app.figures import training as F
 from app.figures.generation import candidates_figure
 from app.widgets import jobs as W
 from model import jobs as J
+from model.errors import LmscopeError
 from model.results import Prediction
+from model.train.config import MLM_ARCHS
+from model.train.layout import complete_checkpoints
 from model.train.presets import PRESETS
 from model.train.progress import progress_of
 
@@ -28,7 +31,6 @@ CORPUS_HELP = {"toyworld": "the embedded toy world: generated sentences with agr
                "pydoc": "real English: CPython's own documentation (the text behind help())",
                "upload": "your .txt (blank line between documents) or .jsonl ({\"text\": ...} per line)",
                "path": "a .txt / .jsonl file on the server, inside the allowed corpus folders"}
-MLM_ARCHS = ("bert", "roberta", "albert")
 PROBES = {True: "the dogs near the cat [MASK] .", False: "the dogs near the"}
 MAX_TREND_CHECKPOINTS = 6  # the trend over checkpoints loads each one (they stay cached)
 
@@ -48,7 +50,7 @@ def _corpus(owner: str) -> str | None:
         return None
     try:
         return str(J.check_corpus_path(path.strip(), owner))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -94,7 +96,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: frozenset) -> 
     try:
         jobs = queue.jobs(owner)
         job = next(j for j in jobs if j.id == job_id)
-    except (ValueError, StopIteration) as e:
+    except (LmscopeError, StopIteration) as e:
         st.error(str(e) or f"no such job: {job_id}")
         return
     if frozenset(j.id for j in jobs if j.state in J.ACTIVE) != was_active:
@@ -147,7 +149,7 @@ def _probe_predictions(path: str, probe: str, mlm: bool) -> list[Prediction] | N
 
 
 def _history(queue: J.JobQueue, job: J.Job) -> None:
-    cks = J.checkpoints(queue.dir(job.id))
+    cks = complete_checkpoints(queue.dir(job.id))
     st.subheader("Training history")
     if not cks:
         st.caption(f"No checkpoint yet: they appear every {max(1, job.total_steps // 10)} steps (the newest few are kept).")

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from model.errors import Unavailable
 from model.results import Inspection
 
 MAX_TOKENS = 64  # bertviz puts all L*H*N*N weights in the page: ~1 MB per 1000 weights of JSON
@@ -55,7 +56,7 @@ if (window.d3 && !window.d3.line) { window.d3.line = function () { return window
 """
 
 
-class BertvizUnavailable(ValueError):
+class BertvizUnavailable(Unavailable):
     """The view cannot be drawn (input too long, no attention, library files missing)."""
 
 

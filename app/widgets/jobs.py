@@ -12,6 +12,7 @@ import streamlit as st
 
 from app import common, frame
 from model import jobs as J
+from model.errors import LmscopeError
 from model.registry import runs_dir
 
 OWNER = "train_owner"  # session_state: this session's random owner id (jobs are per session, on both pages)
@@ -52,7 +53,7 @@ def show_note(prefix: str) -> None:
 def submit(queue: J.JobQueue, owner: str, request: dict, prefix: str) -> None:
     try:
         job_id = queue.submit(owner, request)
-    except ValueError as e:
+    except LmscopeError as e:
         note(prefix, "error", str(e))
         return
     st.session_state[f"{prefix}_job"] = job_id
@@ -63,7 +64,7 @@ def control(fn: Callable[[J.JobQueue, str, str], object], queue: J.JobQueue, own
     """`fn(queue, job_id, owner)`: J.JobQueue.stop or J.JobQueue.resume."""
     try:
         fn(queue, job_id, owner)
-    except ValueError as e:
+    except LmscopeError as e:
         note(prefix, "error", str(e))
 
 
@@ -84,7 +85,7 @@ def upload(owner: str, label: str, types: Sequence[str], key: str, missing: str,
     try:
         guard_uploads(owner)
         return str(save(owner, f.name, f.getvalue()))
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
 
@@ -101,7 +102,7 @@ def my_jobs(queue: J.JobQueue, owner: str, title: str, kinds: Sequence[str] | No
     there are none or the queue cannot be read."""
     try:
         jobs = [j for j in queue.jobs(owner) if kinds is None or j.request.get("kind") in kinds]
-    except ValueError as e:
+    except LmscopeError as e:
         st.error(str(e))
         return None
     st.subheader(title)

@@ -17,6 +17,7 @@ import streamlit as st
 from app import common, state
 from app.figures import beyond as FB
 from app.figures.text import token_label
+from model.errors import LmscopeError
 
 METHODS = {"integrated gradients": "integrated_gradients", "grad x input": "grad_x_input", "off": None}
 KEPT = 8  # attributions remembered per session
@@ -67,7 +68,7 @@ def panel(loaded, text: str, candidates: dict[int, list[str]], *, title: str = "
                                 format_func=lambda t: "(top prediction)" if t is None else t)
     try:
         a = _cached(loaded, text, None if pos is None else int(pos), token, method)
-    except ValueError as e:  # InputError / Unavailable: a message, never a traceback
+    except LmscopeError as e:  # InputError / Unavailable: a message, never a traceback
         st.error(str(e))
         return
     t = a.target

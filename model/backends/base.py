@@ -24,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from model.errors import InputError, Unavailable
+
 
 @dataclass
 class ForwardOutput:
@@ -48,7 +50,7 @@ class ForwardOutput:
         if self.logits_fn is not None:
             return self.logits_fn(positions)
         if self.logits is None:
-            raise ValueError("this model has no language-model head")
+            raise Unavailable("this model has no language-model head")
         return self.logits[:, positions, :]
 
 
@@ -94,7 +96,7 @@ class Decoder(ABC):
         if self._pending is None:
             return
         if self._max_positions is not None and self.length > self._max_positions:
-            raise ValueError(f"the sequence is {self.length} tokens; the model reads at most {self._max_positions}")
+            raise InputError(f"the sequence is {self.length} tokens; the model reads at most {self._max_positions}")
         self._read(self._pending)
         self._pending, self._read_any = None, True
 

@@ -32,6 +32,7 @@ from kernels.attention import attention_probs
 from model import capabilities, families
 from model.backends.base import Backend, Decoder, ForwardOutput
 from model.capabilities import PAIR_KINDS
+from model.errors import Unavailable
 
 IMPLEMENTATION = "lmscope"
 
@@ -320,7 +321,7 @@ class TorchBackend(Backend):
         (batch, seq, hidden) of unpadded rows (the model adds positions and segments itself). Runs outside
         inference mode and records nothing; call it under `torch.enable_grad()` to differentiate."""
         if self._head is None:
-            raise ValueError("this model has no language-model head")
+            raise Unavailable("this model has no language-model head")
         kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds,
                                   "attention_mask": torch.ones(inputs_embeds.shape[:2], dtype=torch.long)}
         if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
@@ -336,7 +337,7 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
         if self._head is None:
-            raise ValueError("this model has no language-model head")
+            raise Unavailable("this model has no language-model head")
         if self._lens_norm is not None and layer < self.num_layers:
             hidden = self._lens_norm(hidden)
         return self._head(self.model, hidden).float()

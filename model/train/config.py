@@ -1,7 +1,8 @@
 """TrainConfig: everything one training run depends on, each default with its reason.
 
 Fields left at None take the preset's value (see presets.py); `resolved()` fills them in and checks
-every value a user can get wrong, raising ValueError with a one-line message.
+every value a user can get wrong, raising ValueError with a one-line message. Importing it does not import
+torch: the app's job queue (model.jobs) checks requests against ARCHS.
 
     >>> cfg = TrainConfig(arch="bert", out_dir="runs/b", preset="tiny", steps=50).resolved()
     >>> cfg.steps, cfg.seq_len, cfg.dynamic_masking
@@ -10,12 +11,10 @@ every value a user can get wrong, raising ValueError with a one-line message.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
+from model.errors import LmscopeError
 from model.train.presets import preset
 
 ARCHS = ("bert", "roberta", "albert", "gpt2", "elmo")
@@ -23,8 +22,9 @@ MLM_ARCHS = ("bert", "roberta", "albert")
 BF16_MIN_HIDDEN = 128  # below this, bf16 autocast is slower than float32 on CPU (see TrainConfig.bf16)
 
 
-class TrainingError(ValueError):
-    """Training stopped because of something the user can fix (a diverging run, a bad --resume)."""
+class TrainingError(LmscopeError):
+    """Training refused or stopped because of something the user can fix (a bad setting, a diverging run, a
+    bad --resume)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,6 +33,8 @@ def _bf16_is_fast() -> bool:
     (~0.1 s). The CPU's reported capability is not enough: two hosts of the same VM type, both "AVX512",
     ran bf16 at ~4x and at ~0.5x their fp32 peak."""
     import time
+
+    import torch
 
     a, b = torch.randn(512, 1024), torch.randn(1024, 512)
 
@@ -98,7 +100,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every None filled in and every value checked."""
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+            raise TrainingError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         p = asdict(preset(self.preset))
         filled = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in p.items()}
         dyn = self.dynamic_masking if self.dynamic_masking is not None else self.arch == "roberta"
@@ -109,31 +111,31 @@ class TrainConfig:
         for name in ("steps", "batch_size", "layers", "heads", "hidden", "vocab_size", "checkpoint_every",
                      "keep_last", "eval_every", "eval_batches"):
             if getattr(cfg, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+                raise TrainingError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
         if cfg.hidden % cfg.heads:
-            raise ValueError(f"hidden size {cfg.hidden} must be divisible by the number of heads {cfg.heads}")
+            raise TrainingError(f"hidden size {cfg.hidden} must be divisible by the number of heads {cfg.heads}")
         if not 8 <= cfg.seq_len <= 4096:
-            raise ValueError(f"seq-len must be between 8 and 4096, got {cfg.seq_len}")
+            raise TrainingError(f"seq-len must be between 8 and 4096, got {cfg.seq_len}")
         if cfg.vocab_size < 100:
-            raise ValueError(f"vocab-size must be at least 100 (the byte-level alphabet alone is 256), got {cfg.vocab_size}")
+            raise TrainingError(f"vocab-size must be at least 100 (the byte-level alphabet alone is 256), got {cfg.vocab_size}")
         if not 0 < cfg.lr < float("inf"):  # too high a rate is allowed: the run stops at the first non-finite loss
-            raise ValueError(f"lr must be a positive number, got {cfg.lr}")
+            raise TrainingError(f"lr must be a positive number, got {cfg.lr}")
         if cfg.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {cfg.warmup}")
+            raise TrainingError(f"warmup must be >= 0, got {cfg.warmup}")
         if not 0 < cfg.mlm_probability < 1:
-            raise ValueError(f"mlm-probability must be in (0, 1), got {cfg.mlm_probability}")
+            raise TrainingError(f"mlm-probability must be in (0, 1), got {cfg.mlm_probability}")
         if not 0 <= cfg.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+            raise TrainingError(f"dropout must be in [0, 1), got {cfg.dropout}")
         if not 0 < cfg.heldout_share < 0.5:
-            raise ValueError(f"heldout-share must be in (0, 0.5), got {cfg.heldout_share}")
+            raise TrainingError(f"heldout-share must be in (0, 0.5), got {cfg.heldout_share}")
         if cfg.grad_clip <= 0:
-            raise ValueError(f"grad-clip must be positive, got {cfg.grad_clip}")
+            raise TrainingError(f"grad-clip must be positive, got {cfg.grad_clip}")
         if cfg.char_cnn and cfg.arch != "elmo":
-            raise ValueError(f"character-CNN input is an ELMo option; {cfg.arch} reads token embeddings")
+            raise TrainingError(f"character-CNN input is an ELMo option; {cfg.arch} reads token embeddings")
         if cfg.init_from is not None and not (Path(cfg.init_from) / "model.safetensors").is_file():
-            raise ValueError(f"init-from {cfg.init_from} is not a trained model directory (no model.safetensors)")
+            raise TrainingError(f"init-from {cfg.init_from} is not a trained model directory (no model.safetensors)")
         if cfg.threads is not None and cfg.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {cfg.threads}")
+            raise TrainingError(f"threads must be at least 1, got {cfg.threads}")
         return cfg
 
     # Fields that must match between a checkpoint and a --resume (anything that changes data or shapes).

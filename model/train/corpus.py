@@ -19,8 +19,11 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.errors import LmscopeError
 
 MAX_BYTES = 200 * 2**20  # 200 MB: far more than a CPU can train on in a session; stops a wrong path early
 TOYWORLD_DOCS = 30000  # ~165k sentences, ~5 MB: enough for the tiny demo models, generated in < 1 s
@@ -28,7 +31,7 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _ABBREV = re.compile(r"(?:^|\s)(?:e\.g|i\.e|etc|vs|cf|Mr|Mrs|Ms|Dr|St|No)\.$", re.IGNORECASE)
 
 
-class CorpusError(ValueError):
+class CorpusError(LmscopeError):
     """The corpus cannot be used; the message says why."""
 
 
@@ -114,15 +117,24 @@ def parse_txt(text: str) -> list[list[str]]:
     return docs
 
 
-def parse_jsonl(text: str, path: Path) -> list[list[str]]:
-    docs = []
+def json_lines(text: str, path: str | Path, error: type[CorpusError] = CorpusError) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of every non-blank line; `error` names the first line that is not JSON.
+
+    >>> list(json_lines('{"text": "a"}\\n\\n[1]', "x.jsonl"))
+    [(1, {'text': 'a'}), (3, [1])]
+    """
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as e:
-            raise CorpusError(f"{path} line {n} is not valid JSON ({e.msg})") from None
+            raise error(f"{path} line {n} is not valid JSON ({e.msg})") from None
+
+
+def parse_jsonl(text: str, path: Path) -> list[list[str]]:
+    docs = []
+    for n, obj in json_lines(text, path):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise CorpusError(f'{path} line {n} must be a JSON object with a string "text"')
         sents = split_sentences(obj["text"])

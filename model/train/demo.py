@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from model.registry import PROJECT_ROOT
-from model.train.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, TrainingError, train
 
 # arch -> TrainConfig overrides. Why: BERT-style models need many small steps with short sequences and a
 # high mask rate to leave the unigram plateau; causal models learn fast at this scale.
@@ -80,7 +80,7 @@ def evaluate_masked(model_dir: Path, n_probes: int = 1000, train: frozenset[str]
     occurs in `train`, default the built-in training corpus), vs always predicting the most frequent
     token; and subject-verb agreement per probe kind on held-out probes."""
     from model.load import load_model
-    from kernels.masking import mlm_mask
+    from model.train.evaluate import masked_top1
 
     train = training_sentences() if train is None else train
     m = load_model(model_dir)
@@ -94,19 +94,7 @@ def evaluate_masked(model_dir: Path, n_probes: int = 1000, train: frozenset[str]
         special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
         counts += torch.bincount(enc["input_ids"][~special], minlength=len(tok))[: len(tok)].float()
         batches.append((enc, special))
-    most_frequent = int(counts.argmax())
-    correct = baseline_hits = total = 0
-    g = torch.Generator().manual_seed(EVAL_SEED)
-    for enc, special in batches:
-        ids = enc["input_ids"]
-        r = mlm_mask(ids, special, vocab_size=len(tok), mask_token_id=tok.mask_token_id, mlm_probability=0.15,
-                     generator=g, random_token_low=max(tok.all_special_ids) + 1)
-        out = be.forward(r.input_ids, enc["attention_mask"], enc.get("token_type_ids"), attentions=False, hidden_states=False)
-        logits = out.logits_at(torch.arange(ids.shape[1]))  # (batch, seq, vocab)
-        sel = r.selected
-        correct += int((logits[sel].argmax(-1) == ids[sel]).sum())
-        baseline_hits += int((ids[sel] == most_frequent).sum())
-        total += int(sel.sum())
+    correct, baseline_hits, total = masked_top1(be, tok, batches, int(counts.argmax()), EVAL_SEED)
     return {"masked_top1": correct / total, "masked_top1_baseline_most_frequent": baseline_hits / total,
             "masked_positions": total, **_probe_record(m, n_probes, train), **overlap}
 
@@ -173,9 +161,9 @@ def merge_quality(path: Path, results: dict) -> dict:
         try:
             merged = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
-            raise ValueError(f"{path} is not valid JSON; fix or remove it before building demo models") from None
+            raise TrainingError(f"{path} is not valid JSON; fix or remove it before building demo models") from None
         if not isinstance(merged, dict):
-            raise ValueError(f"{path} is not a JSON object; fix or remove it before building demo models")
+            raise TrainingError(f"{path} is not a JSON object; fix or remove it before building demo models")
     merged.update(results)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(merged, indent=2) + "\n")
@@ -191,7 +179,7 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
     work = Path(work) if work else out_root.parent / ".demo-work"
     unknown = sorted(set(only or []) - set(RECIPES))
     if unknown:
-        raise ValueError(f"unknown demo model {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+        raise TrainingError(f"unknown demo model {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     train_sentences = training_sentences()
     results = {}
     from model.train.demo_english import ENGLISH_RECIPES, build_english
@@ -201,7 +189,7 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
             results[arch] = build_english(arch, out_root, work, scale=scale)  # bf16: measured per CPU
             continue
         if arch not in RECIPES:
-            raise ValueError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
+            raise TrainingError(f"unknown demo model {arch!r}; choose from {', '.join([*RECIPES, *ENGLISH_RECIPES])}")
         r = dict(RECIPES[arch])
         r["steps"] = max(10, int(r["steps"] * scale))
         run_dir = work / arch
@@ -212,8 +200,8 @@ def build_demo_models(out_root: str | Path, only: list[str] | None = None, work:
 
         record = train(cfg, callbacks=[progress_bar])
         if record.get("status") != "done":  # stopped (STOP file, signal): its checkpoint stays in the work folder
-            raise ValueError(f"{arch} training {record.get('status')} at step {record.get('steps')}; nothing installed "
-                             f"(its checkpoint is in {run_dir}/checkpoints)")
+            raise TrainingError(f"{arch} training {record.get('status')} at step {record.get('steps')}; nothing installed "
+                                f"(its checkpoint is in {run_dir}/checkpoints)")
         quality = (evaluate_causal if arch in ("gpt2", "elmo") else evaluate_masked)(run_dir, train=train_sentences)
         quality["steps"] = record.get("steps")
         quality["wall_time_s"] = record.get("wall_time_s")

@@ -14,17 +14,19 @@ import shutil
 from pathlib import Path
 
 from model.train.corpus import Corpus
-from model.train.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, TrainingError, train
 
 # name -> TrainConfig fields. seq_len is also the number of positions: 320 reads a 300-token text whole
-# (plus [CLS] / [SEP]). 8k-piece vocabularies give ~1.2 tokens per word on an ordinary paragraph. Sizes are
-# set by the CPU this was built on: no AVX-512, so float32 only (bf16 measured 35x slower than fp32 there),
-# ~20 GFLOP/s per core in training; 4 x 192 models see ~2 M tokens (about one pass) in ~35 CPU-minutes.
+# (plus [CLS] / [SEP]). 8k-piece vocabularies give ~1.2 tokens per word on an ordinary paragraph. float32
+# only: the CPU this was built on has no AVX-512 (bf16 measured 35x slower than fp32 there). Steps set by
+# measuring on the quiet 2-core machine (2 threads, nothing else running): 0.265 s per BERT step and 0.395 s
+# per GPT-2 step at 4 x 256, so each recipe trains in ~25 minutes alone, ~45 side by side on one core each;
+# the training text (everyday WordNet senses, fortunes, pydoc: ~1 M tokens) is seen ~10-13 times.
 ENGLISH_RECIPES: dict[str, dict] = {
-    "en-bert": dict(arch="bert", steps=1000, seq_len=320, batch_size=8, lr=5e-4, warmup=80, vocab_size=8000,
-                    mlm_probability=0.25, layers=4, hidden=192, heads=4, dropout=0.1),
-    "en-gpt2": dict(arch="gpt2", steps=600, seq_len=320, batch_size=8, lr=1e-3, warmup=50, vocab_size=8000,
-                    layers=4, hidden=192, heads=4, dropout=0.1),
+    "en-bert": dict(arch="bert", steps=5600, seq_len=320, batch_size=8, lr=5e-4, warmup=200, vocab_size=8000,
+                    mlm_probability=0.25, layers=4, hidden=256, heads=4, dropout=0.1),
+    "en-gpt2": dict(arch="gpt2", steps=3800, seq_len=320, batch_size=8, lr=1e-3, warmup=150, vocab_size=8000,
+                    layers=4, hidden=256, heads=4, dropout=0.1),
 }
 # Written next to each English model (the WordNet licence asks for its notice on all copies, modifications
 # included; a model trained on the glosses is treated as one).
@@ -64,7 +66,7 @@ def train_english(name: str, run_dir: str | Path, *, bf16: bool | None = None, s
     from model.train.run import progress_bar
 
     if name not in ENGLISH_RECIPES:
-        raise ValueError(f"unknown English demo model {name!r}; choose one of {', '.join(ENGLISH_RECIPES)}")
+        raise TrainingError(f"unknown English demo model {name!r}; choose one of {', '.join(ENGLISH_RECIPES)}")
     r = dict(ENGLISH_RECIPES[name])
     r["steps"] = max(10, int(r["steps"] * scale))
     run_dir = Path(run_dir)

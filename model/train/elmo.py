@@ -34,6 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from model.errors import InputError, ModelLoadError
+
 # Character ids: 0 pads, 1 and 2 mark a token's start and end, byte b of its UTF-8 spelling is b + 3.
 CHAR_PAD, CHAR_BOW, CHAR_EOW, CHAR_VOCAB = 0, 1, 2, 259
 CHAR_WIDTHS = (1, 2, 3, 4, 5)  # convolution widths over characters (ELMo: 1-7; tokens here are short)
@@ -61,7 +63,7 @@ class ElmoConfig:
     def load(cls, path: Path) -> "ElmoConfig":
         d = json.loads((Path(path) / "config.json").read_text())
         if d.get("model_type") != "lmscope-elmo":
-            raise ValueError(f"{path} is not an lmscope ELMo model (model_type {d.get('model_type')!r})")
+            raise ModelLoadError(f"{path} is not an lmscope ELMo model (model_type {d.get('model_type')!r})")
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -168,7 +170,7 @@ class ElmoLM(nn.Module):
         self.config = cfg
         if cfg.char_cnn:
             if cfg.max_chars < max(CHAR_WIDTHS) + 1:
-                raise ValueError(f"max_chars must be at least {max(CHAR_WIDTHS) + 1}, got {cfg.max_chars}")
+                raise InputError(f"max_chars must be at least {max(CHAR_WIDTHS) + 1}, got {cfg.max_chars}")
             self.embed = None
             self.char_cnn = CharCNN(cfg)
             if char_ids is None:

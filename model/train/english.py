@@ -87,13 +87,34 @@ def gloss_sentences(pos: str, lemma: str, gloss: str) -> list[str]:
     return [_end(_cap(s)) for s in out]
 
 
-def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP) -> list[list[str]]:
-    """Documents of GROUP consecutive synsets of one lexicographer file, in file order."""
+def everyday_synsets(root: Path = WORDNET_DIR) -> set[tuple[str, str]]:
+    """(pos, offset) of every synset that is a tagged sense of some word: in index.<pos>, a lemma's first
+    tagsense_cnt synsets are the senses seen in WordNet's sense-tagged texts (SemCor), i.e. the everyday
+    ones (27,255 of 117,659 synsets; the rest is mostly taxonomy: "a genus of ...")."""
+    out = set()
+    for pos_file in ("index.noun", "index.verb", "index.adj", "index.adv"):
+        path = Path(root) / pos_file
+        if not path.is_file():
+            raise CorpusError(f"WordNet is not installed ({path} is missing): run `{APT_HINT}`")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line[:1].strip():
+                continue  # licence header lines start with spaces
+            f = line.split()
+            pos, p_cnt = f[1], int(f[3])
+            tagged, offsets = int(f[5 + p_cnt]), f[6 + p_cnt:]
+            out.update((pos, o) for o in offsets[:tagged])
+    return out
+
+
+def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP, everyday: bool = True) -> list[list[str]]:
+    """Documents of GROUP consecutive synsets of one lexicographer file, in file order; everyday: only the
+    synsets of `everyday_synsets` (the tagged senses)."""
     paths = [Path(root) / f for f in WORDNET_FILES]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise CorpusError(f"WordNet is not installed ({missing[0]} is missing): run `{APT_HINT}` (Debian package "
                           "wordnet-base), or set LMSCOPE_WORDNET to a folder holding data.noun ...")
+    keep = everyday_synsets(root) if everyday else None
     docs: list[list[str]] = []
     for p in paths:
         cur, cur_file = [], None
@@ -104,6 +125,8 @@ def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP) -> list[list
             f = head.split()
             lex_file, pos, lemma = f[1], f[2], f[4]
             pos = "a" if pos == "s" else pos
+            if keep is not None and (pos, f[0]) not in keep:
+                continue
             if lex_file != cur_file or len(cur) >= group:
                 if cur:
                     docs.append([s for syn in cur for s in syn])
@@ -229,5 +252,5 @@ def segments(docs: list[list[str]], max_words: int, seed: int, short_share: floa
     return out
 
 
-__all__ = ["EnglishSplit", "english_sources", "english_split", "fortune_documents", "wordnet_documents",
+__all__ = ["EnglishSplit", "english_sources", "english_split", "everyday_synsets", "fortune_documents", "wordnet_documents",
            "gloss_sentences", "segments", "normalize", "APT_HINT"]

@@ -70,8 +70,8 @@ def _heldout_docs(split: EnglishSplit) -> list[list[str]]:
 
 @torch.no_grad()
 def evaluate_masked_english(m, split: EnglishSplit) -> dict:
-    from kernels.masking import mlm_mask
     from model.inspect import inspect
+    from model.train.evaluate import masked_top1
 
     tok, be = m.tokenizer, m.backend
     limit = be.max_positions
@@ -79,21 +79,14 @@ def evaluate_masked_english(m, split: EnglishSplit) -> dict:
     counts[torch.tensor(tok.all_special_ids)] = 0
     most_frequent = int(counts.argmax())
     texts = [" ".join(d) for d in _heldout_docs(split)]
-    g = torch.Generator().manual_seed(EVAL_SEED)
-    correct = baseline = total = 0
-    for i in range(0, len(texts), 16):
-        enc = tok(texts[i:i + 16], padding=True, truncation=True, max_length=limit, return_tensors="pt",
-                  return_special_tokens_mask=True)
-        ids = enc["input_ids"]
-        special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
-        r = mlm_mask(ids, special, vocab_size=len(tok), mask_token_id=tok.mask_token_id, mlm_probability=0.15,
-                     generator=g, random_token_low=max(tok.all_special_ids) + 1)
-        out = be.forward(r.input_ids, enc["attention_mask"], enc.get("token_type_ids"), attentions=False, hidden_states=False)
-        logits = out.logits_at(torch.arange(ids.shape[1]))  # (batch, seq, vocab)
-        sel = r.selected
-        correct += int((logits[sel].argmax(-1) == ids[sel]).sum())
-        baseline += int((ids[sel] == most_frequent).sum())
-        total += int(sel.sum())
+
+    def batches():
+        for i in range(0, len(texts), 16):
+            enc = tok(texts[i:i + 16], padding=True, truncation=True, max_length=limit, return_tensors="pt",
+                      return_special_tokens_mask=True)
+            yield enc, enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
+
+    correct, baseline, total = masked_top1(be, tok, batches(), most_frequent, EVAL_SEED)
     cloze = []
     for sentence, accepted in CLOZE:
         r = inspect(m, sentence, top_k=5, summaries=False)

@@ -9,6 +9,9 @@
 
     >>> evaluate(objective, cfg, prep)["perplexity"]  # doctest: +SKIP
     7.9
+
+`masked_top1` measures a finished masked LM the same way for the demo models' records (model.train.demo,
+model.train.english_eval).
 """
 from __future__ import annotations
 
@@ -58,3 +61,26 @@ def evaluate(objective: torch.nn.Module, cfg: TrainConfig, prep: Prepared) -> di
         back = back_sum / max(n_sum, 1)
         res["backward_loss"], res["backward_perplexity"] = back, math.exp(min(back, 50))
     return res
+
+
+@torch.no_grad()
+def masked_top1(backend, tok, batches, most_frequent: int, seed: int) -> tuple[int, int, int]:
+    """(correct, baseline hits, masked positions) of a finished masked LM (`backend`, `tok`) over `batches`
+    of (encoding, special-token mask), each corrupted as in BERT's pretraining (15%; 80% mask, 10% random,
+    10% kept) by one generator seeded with `seed`; the baseline always predicts the token `most_frequent`."""
+    from kernels.masking import mlm_mask
+
+    correct = baseline = total = 0
+    g = torch.Generator().manual_seed(seed)
+    for enc, special in batches:
+        ids = enc["input_ids"]
+        r = mlm_mask(ids, special, vocab_size=len(tok), mask_token_id=tok.mask_token_id, mlm_probability=0.15,
+                     generator=g, random_token_low=max(tok.all_special_ids) + 1)
+        out = backend.forward(r.input_ids, enc["attention_mask"], enc.get("token_type_ids"), attentions=False,
+                              hidden_states=False)
+        logits = out.logits_at(torch.arange(ids.shape[1]))  # (batch, seq, vocab)
+        sel = r.selected
+        correct += int((logits[sel].argmax(-1) == ids[sel]).sum())
+        baseline += int((ids[sel] == most_frequent).sum())
+        total += int(sel.sum())
+    return correct, baseline, total

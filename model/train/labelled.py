@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.train.corpus import CorpusError, decode_text, size_text
+from model.train.corpus import CorpusError, decode_text, json_lines, size_text
 
 MAX_BYTES = 50 * 2**20  # a labelled set larger than this cannot be fine-tuned on a CPU in a session anyway
 BUILTIN_TASKS = {"toy-agreement": "is the subject-verb agreement right or wrong",
@@ -136,13 +136,7 @@ def parse_labelled(raw: bytes, filename: str, text_column: str = "text", label_c
             texts.append(_text(r[ti], f"{filename} row {n}"))
             labels.append(_label(r[li], f"{filename} row {n}"))
     else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{filename} line {n} is not valid JSON ({e.msg})") from None
+        for n, obj in json_lines(text, filename, DataError):
             if not isinstance(obj, dict):
                 raise DataError(f"{filename} line {n} is not a JSON object")
             for key, opt in ((text_column, "--text-column"), (label_column, "--label-column")):

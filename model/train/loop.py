@@ -1,6 +1,8 @@
-"""The step loop shared by fine-tuning and distillation: AdamW over the trainable parameters, linear
-warm-up and decay, gradient clipping, the same events, atomic checkpoints and exact resume as
-pretraining (model.train.trainer, model.train.checkpoint), for any model a caller builds.
+"""What every training loop here shares (the learning-rate schedule, the stop request, preparing OUT, the
+events, one optimizer update with its non-finite check), and the step loop of fine-tuning and distillation
+built on it: AdamW over the trainable parameters, linear warm-up and decay, gradient clipping, the same
+events, atomic checkpoints and exact resume as pretraining (model.train.trainer, model.train.checkpoint),
+for any model a caller builds.
 
     >>> run = open_run("runs/ft", resume=False, config=cfg_dict, fingerprint=data.fingerprint)  # doctest: +SKIP
     >>> model = build(run.checkpoint)       # the caller loads the base, or the checkpoint when resuming  # doctest: +SKIP
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +27,93 @@ import torch
 
 from model.train.checkpoint import RunDir, read_state, write_checkpoint, write_final
 from model.train.config import TrainingError
-from model.train.trainer import StopRequest, lr_factor
 
 Callback = Callable[[dict], None]
 IGNORED_ON_RESUME = ("resume", "threads")  # config keys a resumed run may change
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based): linear warm-up over
+    `warmup` steps, then linear decay to 0 at `total`.
+
+        >>> [round(lr_factor(s, 2, 6), 2) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class StopRequest:
+    """Set by SIGTERM / SIGINT (or an OUT/STOP file): finish the current step, checkpoint, stop."""
+
+    CHECK_EVERY_S = 0.2  # look for the STOP file at most this often (a stat per step costs at tiny sizes)
+
+    def __init__(self, out: Path):
+        self.out, self.signalled, self.file = out, False, False
+        self.old, self.checked = {}, 0.0
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handler(self, *_):
+        self.signalled = True
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+    @property
+    def requested(self) -> bool:
+        now = time.monotonic()
+        if not self.file and now - self.checked >= self.CHECK_EVERY_S:
+            self.checked, self.file = now, (self.out / "STOP").exists()
+        return self.signalled or self.file
+
+
+def prepare_out(run: RunDir, started: float, resume_from: int | None) -> None:
+    """The first write to OUT: create it, remove what a crashed run left, forget a STOP file addressed to
+    an earlier process (older than `started`) and, when resuming from step `resume_from`, the events logged
+    after it (they will happen again)."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.clean_temp()
+    stop_file = run.out / "STOP"
+    if stop_file.exists() and stop_file.stat().st_mtime < started:  # addressed to an earlier process
+        stop_file.unlink(missing_ok=True)
+    if resume_from is not None:
+        run.truncate_events(resume_from)
+
+
+def emitter(run: RunDir, callbacks: list[Callback]) -> Callback:
+    """emit(event): stamps the time, passes the event to every callback, appends it to OUT/events.jsonl."""
+
+    def emit(event: dict) -> None:
+        event = {"type": event.pop("type"), "time": time.time(), **event}
+        for cb in callbacks:
+            cb(event)
+        run.append_event(event)
+
+    return emit
+
+
+def optimizer_step(loss: torch.Tensor, value: float, *, step: int, run: RunDir, params: list[torch.nn.Parameter],
+                   opt: torch.optim.Optimizer, sched, lr: float, grad_clip: float) -> None:
+    """One update from `loss` (whose value, over every rank, is `value`): a non-finite value stops the run
+    with a TrainingError naming the last good checkpoint; otherwise backward, the global gradient norm
+    clipped to `grad_clip`, the optimizer and scheduler steps, gradients cleared."""
+    if not math.isfinite(value):
+        good = run.latest_checkpoint()
+        where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written"
+        raise TrainingError(f"the loss became {value} at step {step + 1} (learning rate too high? it is "
+                            f"{lr}); training stopped; {where}")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
 @dataclass
@@ -110,19 +197,8 @@ def run_loop(run: Run, model: torch.nn.Module, tok, s: LoopSettings, step_loss: 
     else:
         torch.manual_seed(s.seed * 1000 + 1)  # the dropout stream
     extra = run.extra if run.state is not None else dict(start_info or {})
-    out.mkdir(parents=True, exist_ok=True)
-    run.run.clean_temp()
-    stop_file = out / "STOP"
-    if stop_file.exists() and stop_file.stat().st_mtime < started:  # addressed to an earlier process
-        stop_file.unlink(missing_ok=True)
-    if run.state is not None:
-        run.run.truncate_events(start)
-
-    def emit(event: dict) -> None:
-        event = {"type": event.pop("type"), "time": time.time(), **event}
-        for cb in callbacks:
-            cb(event)
-        run.run.append_event(event)
+    prepare_out(run.run, started, start if run.state is not None else None)
+    emit = emitter(run.run, list(callbacks))
 
     def save(step: int) -> None:
         st = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -147,16 +223,8 @@ def run_loop(run: Run, model: torch.nn.Module, tok, s: LoopSettings, step_loss: 
                 parts = step_loss(step)
                 loss = parts["loss"]
                 value = float(loss.detach())
-                if not math.isfinite(value):
-                    good = run.run.latest_checkpoint()
-                    where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written"
-                    raise TrainingError(f"the loss became {value} at step {step + 1} (learning rate too high? it is "
-                                        f"{s.lr}); training stopped; {where}")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                optimizer_step(loss, value, step=step, run=run.run, params=params, opt=opt, sched=sched, lr=s.lr,
+                               grad_clip=s.grad_clip)
                 train_time += time.perf_counter() - ts
                 done = step + 1
                 recent = (recent + [value])[-20:]

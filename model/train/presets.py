@@ -6,11 +6,13 @@ overridden one by one (TrainConfig(layers=..., hidden=...)); None there means "t
     >>> preset("huge")
     Traceback (most recent call last):
     ...
-    ValueError: unknown preset 'huge'; choose one of tiny, small
+    model.errors.InputError: unknown preset 'huge'; choose one of tiny, small
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from model.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -67,5 +69,5 @@ PRESETS = {
 
 def preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -27,6 +27,8 @@ from typing import Iterable
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from model.errors import InputError
+
 KINDS = {"bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe-roberta", "gpt2": "bpe", "elmo": "bpe",
          "albert": "unigram"}
 MARK = "▁"  # SentencePiece's word-start sign (U+2581)
@@ -125,7 +127,7 @@ def train_tokenizer(arch: str, sentences: Iterable[str], vocab_size: int, max_le
     """arch: bert | distilbert | roberta | albert | gpt2 | elmo. max_length: the model's usable positions."""
     kind = KINDS.get(arch)
     if kind is None:
-        raise ValueError(f"no tokenizer recipe for {arch!r}; choose one of {', '.join(KINDS)}")
+        raise InputError(f"no tokenizer recipe for {arch!r}; choose one of {', '.join(KINDS)}")
     sentences = list(sentences)
     if kind == "wordpiece":
         return PreTrainedTokenizerFast(tokenizer_object=_wordpiece(sentences, vocab_size), unk_token="[UNK]",

@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.errors import InputError
+
 # (singular, plural); the first group can be "he"/"she", the rest are "it"
 PEOPLE_M = [("man", "men"), ("boy", "boys"), ("king", "kings"), ("farmer", "farmers"), ("sailor", "sailors"),
             ("baker", "bakers"), ("prince", "princes"), ("monk", "monks")]
@@ -198,7 +200,7 @@ def _document(rng: random.Random) -> list[str]:
 def generate_corpus(n_documents: int, seed: int) -> list[list[str]]:
     """n_documents documents of 3-8 sentences each, deterministic for a seed."""
     if n_documents < 0:
-        raise ValueError(f"n_documents must be >= 0, got {n_documents}")
+        raise InputError(f"n_documents must be >= 0, got {n_documents}")
     rng = random.Random(seed)
     return [_document(rng) for _ in range(n_documents)]
 
@@ -258,9 +260,9 @@ def agreement_probes(n: int, seed: int = 12345, attractor_share: float = 0.7,
         (True, True)
     """
     if seed == TRAIN_SEED:
-        raise ValueError(f"probe seed {seed} is the training corpus seed; use another seed so probes are held out")
+        raise InputError(f"probe seed {seed} is the training corpus seed; use another seed so probes are held out")
     if not 0 <= attractor_share <= 1:
-        raise ValueError(f"attractor_share must be in [0, 1], got {attractor_share}")
+        raise InputError(f"attractor_share must be in [0, 1], got {attractor_share}")
     rng = random.Random(seed)
     out = []
     while len(out) < n:

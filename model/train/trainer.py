@@ -23,10 +23,7 @@ files. A stop request or a non-finite loss on any rank stops every rank at the s
 """
 from __future__ import annotations
 
-import math
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,24 +37,13 @@ from model.train.checkpoint import RunDir, load_weights, read_state, write_check
 from model.train.config import ARCHS, MLM_ARCHS, TrainConfig, TrainingError
 from model.train.prepare import Prepared, batch_for_step, prepare
 from model.train.evaluate import evaluate
+from model.train.loop import StopRequest, emitter, lr_factor, optimizer_step, prepare_out
 from model.train.models import Objective, build_model
 from model.train.presets import PRESETS
 
-__all__ = ["ARCHS", "PRESETS", "TrainConfig", "TrainingError", "train", "lr_factor"]
+__all__ = ["ARCHS", "PRESETS", "TrainConfig", "TrainingError", "train"]
 
 Callback = Callable[[dict], None]
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Multiplier of the peak learning rate at optimizer step `step` (0-based): linear warm-up over
-    `warmup` steps, then linear decay to 0 at `total`.
-
-        >>> [round(lr_factor(s, 2, 6), 2) for s in range(6)]
-        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -67,39 +53,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # betas / eps as in RoBERTa (beta2 = 0.98 is steadier with small batches); fused: one kernel per step
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
-
-
-class _StopRequest:
-    """Set by SIGTERM / SIGINT (or an OUT/STOP file): finish the current step, checkpoint, stop."""
-
-    CHECK_EVERY_S = 0.2  # look for the STOP file at most this often (a stat per step costs at tiny sizes)
-
-    def __init__(self, out: Path):
-        self.out, self.signalled, self.file = out, False, False
-        self.old, self.checked = {}, 0.0
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handler(self, *_):
-        self.signalled = True
-
-    def __exit__(self, *exc):
-        for s, h in self.old.items():
-            signal.signal(s, h)
-        return False
-
-    @property
-    def requested(self) -> bool:
-        now = time.monotonic()
-        if not self.file and now - self.checked >= self.CHECK_EVERY_S:
-            self.checked, self.file = now, (self.out / "STOP").exists()
-        return self.signalled or self.file
-
-
-StopRequest = _StopRequest  # the public name other training loops use (model.train.loop)
 
 
 class _Dist:
@@ -188,7 +141,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
 
     d = _Dist()
     if cfg.batch_size % d.world:
-        raise ValueError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
+        raise TrainingError(f"batch size {cfg.batch_size} must be divisible by the number of processes {d.world}")
     run.rank = d.rank
     sizes = dict(vocab_size=len(prep.tok), layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, seq_len=cfg.seq_len,
                  dropout=cfg.dropout, seed=cfg.seed, tok=prep.tok, char_cnn=cfg.char_cnn)
@@ -214,24 +167,12 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
             load_weights(model, Path(cfg.init_from))
         torch.manual_seed(cfg.seed * 1000 + 1 + d.rank)  # dropout stream, independent of the init stream
     if d.rank == 0:  # the first write to OUT
-        out.mkdir(parents=True, exist_ok=True)
-        run.clean_temp()
-        stop_file = out / "STOP"
-        if stop_file.exists() and stop_file.stat().st_mtime < started:  # addressed to an earlier process
-            stop_file.unlink(missing_ok=True)
-        if cfg.resume:
-            run.truncate_events(start)
+        prepare_out(run, started, start if cfg.resume else None)
     step_fn = torch.nn.parallel.DistributedDataParallel(objective) if d.world > 1 else objective
     objective.train()
     params = list(objective.parameters())  # walking the module tree every step costs ~0.3 ms at tiny sizes
 
-    cbs = list(callbacks) if d.rank == 0 else []
-
-    def emit(event: dict) -> None:
-        event = {"type": event.pop("type"), "time": time.time(), **event}
-        for cb in cbs:
-            cb(event)
-        run.append_event(event)
+    emit = emitter(run, list(callbacks) if d.rank == 0 else [])
 
     def save(step: int) -> Path | None:
         rng = d.gather_rng()  # collective: every rank takes part
@@ -254,7 +195,7 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
     tokens = 0  # positions processed (all ranks; padding trimmed from batches is not counted)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
     try:
-        with _StopRequest(out) as stop:
+        with StopRequest(out) as stop:
             for step in range(start, cfg.steps):
                 ts = time.perf_counter()
                 batch = batch_for_step(prep, cfg, step, d.rank, d.world)
@@ -266,16 +207,8 @@ def train(cfg: TrainConfig, callbacks: list[Callback] = (), prepared: Prepared |
                     status = "stopped"
                     break
                 mean_loss = float(flags[0]) / d.world
-                if not math.isfinite(mean_loss):
-                    good = run.latest_checkpoint()
-                    where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written"
-                    raise TrainingError(f"the loss became {mean_loss} at step {step + 1} (learning rate too high? "
-                                        f"it is {cfg.lr}); training stopped; {where}")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                optimizer_step(loss, mean_loss, step=step, run=run, params=params, opt=opt, sched=sched, lr=cfg.lr,
+                               grad_clip=cfg.grad_clip)
                 train_time += time.perf_counter() - ts
                 tokens += batch["input_ids"].numel() * d.world
                 done = step + 1

@@ -157,49 +157,55 @@ def test_the_warm_up_lets_go_when_it_fails():
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_sessions_arriving_during_the_warm_up_get_their_pages(tiny_models, tmp_path):
-    pytest.importorskip("websockets")
+    from browser_helpers import need_browser
+
+    need_browser()
     sys.path.insert(0, str(ROOT))
-    from app.launch import wait_healthy
-    from app.launch import free_port
-    from bench.loadtest import Session, Stats
+    from app.launch import free_port, wait_healthy
+    from bench.browser import CHROMIUM, CHROMIUM_ARGS
+    from bench.loadtest_sessions import Session, Stats
 
     demo = tmp_path / "demo"
     demo.mkdir()
     for arch in ("bert-mlm", "gpt2"):
         shutil.copytree(tiny_models[arch], demo / arch)
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LMSCOPE_DEMO_MODELS=str(demo),
                LMSCOPE_RUNS=str(tmp_path / "runs"))
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", server, timeout=120, poll=0.02)
-            stats, first_sent = Stats(), []
-            visits = [("models", "demo/bert-mlm"), ("attention", "demo/bert-mlm"), ("masked_lm", "demo/bert-mlm"),
-                      ("generation", "demo/gpt2"), ("models", "demo/gpt2"), ("tokenization", "demo/gpt2")]
+    stats, first_sent = Stats(), []
+    visits = [("models", "demo/bert-mlm"), ("attention", "demo/bert-mlm"), ("masked_lm", "demo/bert-mlm"),
+              ("generation", "demo/gpt2"), ("models", "demo/gpt2"), ("tokenization", "demo/gpt2")]
 
-            async def visit(n, page, model):
-                import websockets
+    async def visit(s, page, model):
+        first_sent.append(time.time())
+        shown = await s.open(page, page, model, "the cat sleeps [MASK] .")
+        if not shown["title"]:
+            stats.errors.append(f"{page}: nothing drawn")
 
-                s = Session(n, port, {}, stats, n)
-                async with websockets.connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
-                                              max_size=None, open_timeout=60, ping_interval=None) as ws:
-                    s.ws = ws
-                    first_sent.append(time.time())
-                    _, els = await s._rerun(page, page, {"model": model, "text": "the cat sleeps [MASK] ."})
-                    if not els:
-                        stats.errors.append(f"{page}: nothing drawn")
+    async def drive():
+        from playwright.async_api import async_playwright
 
-            async def drive():
-                await asyncio.gather(*(visit(i, p, m) for i, (p, m) in enumerate(visits)))
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            sessions = [Session(i, url, browser, {}, stats, i) for i in range(len(visits))]
+            for s in sessions:  # the tabs are open before the server starts: they arrive during its warm-up
+                await s.start()
+            with open(log_path, "wb") as log:
+                server = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--host", "127.0.0.1", "--port",
+                                           str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    wait_healthy(url, server, timeout=120, poll=0.02)
+                    await asyncio.gather(*(visit(s, p, m) for s, (p, m) in zip(sessions, visits)))
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+            await browser.close()
 
-            asyncio.run(drive())
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    asyncio.run(drive())
     text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
     assert stats.errors == [], stats.errors
     assert "Traceback" not in text, text[-3000:]

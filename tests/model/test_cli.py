@@ -83,6 +83,29 @@ def test_user_errors_exit_2_with_one_line(capsys, tiny_models, needle, argv):
     assert "Traceback" not in err
 
 
+def test_a_refusal_exits_2_and_a_bug_does_not(capsys, monkeypatch):
+    """An LmscopeError raised anywhere under a command is the user's: status 2, its message on one line.
+    A plain ValueError is a bug: status 1, named an internal error, and with LMSCOPE_DEBUG=1 its traceback."""
+    import app.cli as cli
+    from model.errors import InputError
+
+    def refuse(args):
+        raise InputError("layer 9 is out of range")
+
+    def bug(args):
+        raise ValueError("math domain error")
+
+    monkeypatch.setattr(cli, "cmd_models", refuse)
+    code, out, err = run(capsys, "models")
+    assert (code, out, err) == (2, "", "error: layer 9 is out of range\n")
+    monkeypatch.setattr(cli, "cmd_models", bug)
+    code, out, err = run(capsys, "models")
+    assert code == 1 and err.startswith("error: internal error (ValueError: math domain error)")
+    monkeypatch.setenv("LMSCOPE_DEBUG", "1")
+    with pytest.raises(ValueError, match="math domain error"):
+        main(["models"])
+
+
 def test_console_script_runs_as_a_process(tiny_models):
     exe = [sys.executable, "-m", "app.cli"]
     p = subprocess.run(exe + ["inspect", str(tiny_models["bert-mlm"]), "the [MASK] dog", "--json"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from model.train.corpus import CorpusError
-from model.train.english import (APT_HINT, english_split, fortune_documents, gloss_sentences, normalize, segments,
-                                 wordnet_documents)
+from model.train.english import (APT_HINT, english_split, everyday_synsets, fortune_documents, gloss_sentences,
+                                 normalize, segments, wordnet_documents)
 from model.train.english_probes import CLOZE, PARAGRAPH, PROMPTS
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
@@ -27,6 +27,12 @@ def wordnet(tmp_path):
     (d / "data.verb").write_text(HEADER + _synset(300, "29", "v", "run", "move fast by using one's feet"))
     (d / "data.adj").write_text(HEADER + _synset(400, "00", "s", "big(a)", 'above average in size; "a big house"'))
     (d / "data.adv").write_text(HEADER + _synset(500, "02", "r", "quickly", 'with speed; "she answered quickly"'))
+    # index.<pos>: lemma pos synset_cnt p_cnt [ptrs] sense_cnt tagsense_cnt offsets; "dog" has no tagged sense
+    (d / "index.noun").write_text(HEADER + "".join(f"city_{i} n 1 0 1 1 {100 + i:08d}  \n" for i in range(10))
+                                  + "dog n 1 1 @ 1 0 00000200  \n")
+    (d / "index.verb").write_text(HEADER + "run v 1 1 @ 1 1 00000300  \n")
+    (d / "index.adj").write_text(HEADER + "big a 1 0 1 1 00000400  \n")
+    (d / "index.adv").write_text(HEADER + "quickly r 1 0 1 1 00000500  \n")
     return d
 
 
@@ -51,12 +57,20 @@ def test_gloss_sentences():
 
 
 def test_wordnet_documents_group_synsets_of_one_file(wordnet):
-    docs = wordnet_documents(wordnet, group=8)
+    docs = wordnet_documents(wordnet, group=8, everyday=False)
     # 10 synsets of lexicographer file 15 -> 8 + 2; the dog (file 05), run, big, quickly: one each
     assert [len(d) for d in docs] == [16, 4, 2, 1, 2, 2]
     assert docs[0][:2] == ["A city 0 is a city number 0.", "We lived in city 0 once."]
     assert docs[3] == ["To run is to move fast by using one's feet."]
     assert not any("LICENSEE" in s for d in docs for s in d)
+
+
+def test_everyday_keeps_only_the_tagged_senses(wordnet):
+    assert everyday_synsets(wordnet) == {("n", f"{100 + i:08d}") for i in range(10)} | {
+        ("v", "00000300"), ("a", "00000400"), ("r", "00000500")}
+    docs = wordnet_documents(wordnet, group=8)  # everyday by default: the untagged dog synset is left out
+    assert [len(d) for d in docs] == [16, 4, 1, 2, 2]
+    assert not any("Canis" in s for d in docs for s in d)
 
 
 def test_fortunes_skip_offensive_pictures_and_attributions(fortunes):
@@ -76,7 +90,7 @@ def test_missing_sources_name_the_apt_package(tmp_path):
 
 
 def test_split_holds_documents_out_and_measures_zero_overlap(wordnet, fortunes):
-    wn = wordnet_documents(wordnet, group=1)  # 14 one-synset documents
+    wn = wordnet_documents(wordnet, group=1, everyday=False)  # 14 one-synset documents
     shared = ["This sentence is in two documents."]
     sources = {"wordnet": wn, "fortunes": [[f"Fortune number {i}."] + shared for i in range(20)]}
     a = english_split(sources, share=0.2, seed=1)

@@ -16,6 +16,7 @@ import model.generate as gen_mod
 from kernels import sampling
 from model.backends.base import Backend, ForwardOutput
 from app.cli import main
+from model.errors import InputError, Unavailable
 from model.generate import SamplingConfig, generate, next_token_distribution
 from model.load import load_model
 
@@ -279,7 +280,7 @@ def test_long_prompt_reduces_max_new_tokens(pair):
     limit = m.backend.max_positions
     prompt = " ".join(["dogs"] * 200)
     assert len(m.tokenizer(prompt)["input_ids"]) >= limit
-    with pytest.raises(ValueError, match="^the prompt is .* at most"):
+    with pytest.raises(InputError, match="^the prompt is .* at most"):
         generate(m, prompt, max_new_tokens=5)
     short = " ".join(["dogs"] * 5)
     k = len(m.tokenizer(short)["input_ids"])
@@ -302,25 +303,26 @@ def test_long_prompt_reduces_max_new_tokens(pair):
     (dict(strategy="nope"), "strategy"),
 ])
 def test_bad_settings(pair, kw, needle):
-    with pytest.raises(ValueError, match=f"^{needle}"):
+    """Every refused setting, the kernels' checks included, is an InputError (the front ends show it)."""
+    with pytest.raises(InputError, match=f"^{needle}"):
         generate(pair[0], "the dogs", **kw)
 
 
 def test_beam_count_bounded_by_vocabulary(pair):
     m, _ = pair
     small = SimpleNamespace(backend=SimpleNamespace(vocab_size=3, max_positions=64), tokenizer=m.tokenizer)
-    with pytest.raises(ValueError, match="^num_beams must be at most the vocabulary size 3"):
+    with pytest.raises(InputError, match="^num_beams must be at most the vocabulary size 3"):
         generate(small, "the dogs", strategy="beam", num_beams=4)
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n"])
 def test_empty_prompt(pair, prompt):
-    with pytest.raises(ValueError, match="prompt is empty"):
+    with pytest.raises(InputError, match="prompt is empty"):
         generate(pair[0], prompt)
 
 
 def test_masked_lm_cannot_generate(tiny_models):
-    with pytest.raises(ValueError, match="cannot generate"):
+    with pytest.raises(Unavailable, match="cannot generate"):
         generate(load_model(tiny_models["bert-mlm"]), "the dogs")
 
 

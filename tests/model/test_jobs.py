@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from model import jobs as J
-from model.jobs import JobError, JobQueue, TrainRequest
+from model.jobs import JobError, JobQueue, TrainRequest, workers
+from model.train.layout import complete_checkpoints
 
 # A stand-in for `lmscope train`: the same files (events with "time", a checkpoint dir, STOP honoured, final
 # config.json), `error: ...` and exit 2 for a corpus file reading "bad", and it records its argv.
@@ -125,7 +126,7 @@ def test_stop_and_resume_continue_from_checkpoint(tmp_path, fake, monkeypatch):
     job = wait_for(q, jid, ("stopped", "failed"))
     assert job.state == "stopped" and job.message.startswith("stopped at step")
     stopped_at = job.step
-    assert J.checkpoints(q.dir(jid))[-1][0] == stopped_at
+    assert complete_checkpoints(q.dir(jid))[-1][0] == stopped_at
     with pytest.raises(JobError, match="not queued or running"):
         q.stop(jid, "s")
     monkeypatch.setenv("FAKE_DELAY", "0.01")
@@ -266,11 +267,12 @@ def test_uploads_are_per_session_and_size_limited(tmp_path, monkeypatch, fake):
 
 
 def test_another_server_process_sees_and_reaps_the_same_jobs(tmp_path, fake, monkeypatch):
-    """A second queue object without the Popen handles (a restarted server) decides from /proc and the files."""
+    """A second queue object without the Popen handles (a restarted server) decides from the pid, its start
+    time and the files."""
     monkeypatch.setenv("FAKE_DELAY", "0.2")
     q = JobQueue(tmp_path / "runs", command=fake)
     jid = q.submit("s", TrainRequest(arch="gpt2", steps=2))
-    child = J._CHILDREN.pop(q.status(jid).pid)  # forget the handle, as a new process would not have it
+    child = workers._CHILDREN.pop(q.status(jid).pid)  # forget the handle, as a new process would not have it
     child.wait()  # it ends (and is reaped) behind the queue's back
     other = JobQueue(tmp_path / "runs", command=fake)
     job = other.status(jid)
@@ -304,6 +306,6 @@ def test_real_tiny_training_run(tmp_path, monkeypatch):
 
     assert q.model_name(jid) in [e.name for e in list_models()]
     assert load_model(q.model_name(jid)).info.task == "causal-lm"
-    assert [s for s, _ in J.checkpoints(q.dir(jid))][-1] == 4
+    assert [s for s, _ in complete_checkpoints(q.dir(jid))][-1] == 4
     evals = [e for e in J.read_events(q.dir(jid)) if e["type"] == "eval"]
     assert evals and {"loss", "perplexity"} <= set(evals[-1])

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from model import load as load_mod
-from model.load import ModelLoadError, load_model
+from model.load import ModelLoadError, is_loaded, load_model
 from model.registry import list_models
 
 
@@ -88,6 +88,14 @@ def test_missing_tokenizer(tiny_models, tmp_path):
         f.unlink()
     with pytest.raises(ModelLoadError):
         load_model(d)
+
+
+def test_is_loaded_follows_the_process_cache(tiny_models, tmp_path):
+    dest = _copy(tiny_models["gpt2"], tmp_path / "fresh")
+    assert not is_loaded(dest)
+    load_model(dest)
+    assert is_loaded(dest)
+    assert not is_loaded(tmp_path / "no-such-model")
 
 
 def test_one_model_under_each_name_it_is_asked_by(tiny_models):

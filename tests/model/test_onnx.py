@@ -12,7 +12,8 @@ import pytest
 import torch
 import transformers
 
-from model.backends.onnx_backend import infer_layout, load_onnx
+from model.backends.onnx_load import load_onnx
+from model.capabilities import infer_layout
 from model.export_onnx import FP16_DRIFT, TOLERANCE, export_onnx
 import model.export_onnx as export_module
 from model.generate import generate

@@ -137,7 +137,7 @@ def test_stop_file_checkpoints_then_resume_finishes(corpus_file, tmp_path, monke
     out = tmp_path / "stop"
     # The trainer looks for the file at most every 0.2 s (a stat per step costs at tiny sizes); here at every
     # step, so the request written during step 7's event is seen before step 8 (no sleep to outwait it).
-    monkeypatch.setattr("model.train.trainer._StopRequest.CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr("model.train.loop.StopRequest.CHECK_EVERY_S", 0.0)
 
     def request_stop(e):
         if e["type"] == "step" and e["step"] == 7:

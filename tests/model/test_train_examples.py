@@ -6,7 +6,7 @@ from model.train import examples as D
 from model.train.config import TrainConfig
 from model.train.prepare import batch_for_step, prepare
 from model.train.models import Objective, build_model
-from model.train.trainer import lr_factor
+from model.train.loop import lr_factor
 from model.train.toyworld import generate_corpus
 
 

@@ -316,12 +316,12 @@ def _open(case: Case, world):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", APP_CASES, ids=[c.id for c in APP_CASES])
 def test_app(case: Case, untouched, monkeypatch, tmp_path):
-    from model import jobs
+    from model.jobs import uploads
 
     world = untouched
     for k, v in case.env.items():
         monkeypatch.setenv(k, _resolve(world, v))
-    monkeypatch.setattr(jobs, "uploads_root", lambda: tmp_path / "uploads")
+    monkeypatch.setattr(uploads, "uploads_root", lambda: tmp_path / "uploads")
     at = _open(case, world)
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]

@@ -134,7 +134,8 @@ def test_the_app_and_the_cli_stay_offline_and_local():
 
 
 def test_model_paths_are_limited_to_the_configured_roots(world_env, tmp_path, monkeypatch):
-    from model.load import ModelLoadError, allowed_roots, load_model
+    from model.load import ModelLoadError, load_model
+    from model.registry import allowed_roots
     from model.registry import ASSETS_MODELS, PROJECT_ROOT
 
     monkeypatch.delenv("LMSCOPE_DEMO_MODELS")
@@ -370,10 +371,10 @@ def test_every_page_escapes_user_text(world_env):
 
 @pytest.fixture
 def uploads(tmp_path, monkeypatch):
-    from model import jobs
+    from model.jobs import uploads as upload_files
 
     root = tmp_path / "uploads"
-    monkeypatch.setattr(jobs, "uploads_root", lambda: root)
+    monkeypatch.setattr(upload_files, "uploads_root", lambda: root)
     return root
 
 

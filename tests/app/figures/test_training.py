@@ -22,9 +22,10 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "gpt2"
     train(TrainConfig(arch="gpt2", corpus="pydoc", out_dir=str(out), steps=6, batch_size=4, seq_len=16,
                       eval_every=3, checkpoint_every=3, threads=1))
-    from model.jobs import checkpoints, read_events
+    from model.jobs import read_events
+    from model.train.layout import complete_checkpoints
 
-    return read_events(out), checkpoints(out)
+    return read_events(out), complete_checkpoints(out)
 
 
 def test_loss_figure_and_progress_from_a_real_run(run):
