@@ -95,7 +95,7 @@ def run(full: bool = False) -> list[Figure]:
     import torch
     import transformers
 
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
     from model.load import load_model
 
     transformers.utils.logging.set_verbosity_error()

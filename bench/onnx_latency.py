@@ -6,7 +6,7 @@
 One inspection = tokenize + forward + per-head attention summaries + masked-LM predictions, i.e.
 `model.inspect.inspect(m, text)`, the same call for both backends. The model: 6 layers, 384 hidden, 12 heads,
 1536 intermediate, vocab 30522 (all-MiniLM-L6's shape), built from a config (no downloads), exported with
-`model.export_onnx.export_onnx`. Each point is the median of several runs, torch and onnxruntime alternating
+`model.onnx.export.export_onnx`. Each point is the median of several runs, torch and onnxruntime alternating
 so that load from other processes hits both alike. Threads: torch.set_num_threads(n) / onnxruntime's
 intra-op threads = n.
 
@@ -84,7 +84,7 @@ def run(quick: bool = True, *, full: bool | None = None) -> list[Row]:
 
     from bench.engine import build_bert, text_of
     from model.backends.onnx_load import load_onnx
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
     from model.inspect import inspect
     from model.load import load_model
 

@@ -91,7 +91,7 @@ def unavailable_views(name: str, model_type: str, task: str, caps) -> dict[str, 
 # ---------------------------------------------------------------------------------------------------
 # ONNX graphs (model.backends.onnx_backend): what each graph output holds, and what that lets a model show.
 
-ONNX_FORMAT = "lmscope-onnx"  # the `format` field of FILE.lmscope.json (model.export_onnx writes it)
+ONNX_FORMAT = "lmscope-onnx"  # the `format` field of FILE.lmscope.json (model.onnx.export writes it)
 LOGITS_NAMES = ("logits", "prediction_logits")
 PAIR_NAMES = {"pair_logits": None, "seq_relationship_logits": "nsp", "sop_logits": "sop"}
 PER_LAYER_ATTENTION = re.compile(r"(?:attentions?|attn|attention_probs|attention_weights)[._]?(\d+)")
@@ -154,7 +154,7 @@ def missing_head_warning(head_file: str) -> str:
 
 
 def missing_decoder_warning(decoder_file: str) -> str:
-    """The load warning for an lmscope GPT-2 export whose FILE.decoder.onnx is gone."""
+    """The load warning for an lmscope export of a causal LM whose FILE.decoder.onnx is gone."""
     return f"{decoder_file} (generation with a key/value cache) is missing: generation recomputes the prefix at every step"
 
 

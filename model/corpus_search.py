@@ -34,7 +34,7 @@ from model.registry import runs_dir
 from model.textsets import TextSet
 
 METRICS = ("cosine", "l2")
-VERSION = 1
+VERSION = 2  # 2: cut at exactly max_tokens tokens
 MAX_K = 1000
 
 
@@ -115,9 +115,6 @@ def build_index(loaded: LoadedModel, textset: TextSet, *, layers: list[int] | No
         if set(wanted) <= set(index.layers):
             return index
     ts = token_states(loaded, textset, wanted, max_tokens=max_tokens)
-    spans = [[(t.start, t.end) for t in encode(loaded, text).tokens if not t.special] for text in ts.texts]
-    starts = [s for sp in spans for s, _ in sp]
-    ends = [e for sp in spans for _, e in sp]
     index_of_text = {t: i for i, t in enumerate(ts.texts)}  # rows refer to ts.texts, not the whole set
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=path.parent))
@@ -129,7 +126,7 @@ def build_index(loaded: LoadedModel, textset: TextSet, *, layers: list[int] | No
         remap = np.array([index_of_text[textset.texts[i]] for i in ts.text_index], dtype=np.int32) if len(ts.text_index) else []
         (tmp / "tokens.json").write_text(json.dumps({
             "tokens": ts.tokens, "text_index": np.asarray(remap).tolist(), "position": ts.position.tolist(),
-            "starts": starts, "ends": ends, "texts": ts.texts}), encoding="utf-8")
+            "starts": ts.starts.tolist(), "ends": ts.ends.tolist(), "texts": ts.texts}), encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps({
             "version": VERSION, "model": loaded.info.name, "model_path": str(loaded.info.path),
             "model_digest": _model_digest(loaded), "data": textset.name, "fingerprint": textset.fingerprint,

@@ -5,6 +5,9 @@ Built in:
               token is labelled by its word class there (person, animal, verb, place, ...).
     english   a small hand-written set of everyday English, 8 sentences on each of 6 topics; label = topic.
     pydoc     sentences of CPython's help() topics (model/train/corpus.py); label = the topic's number.
+    wordnet   WORDNET_TEXTS sentences drawn (seeded) from WordNet's glosses and examples as the en-* demo
+              models read them (model/train/english.py; Debian's wordnet-base); label = the synset's
+              lexicographer file (noun.animal, verb.motion, ...). Large enough for a 100k-token index.
 An upload is UTF-8 text, one text per line, optionally `label<TAB>text`.
 
     >>> s = builtin("english"); len(s.texts), s.labels[0]
@@ -12,16 +15,20 @@ An upload is UTF-8 text, one text per line, optionally `label<TAB>text`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 
 from model.errors import LmscopeError
 
-BUILTIN = ("toyworld", "english", "pydoc")
+BUILTIN = ("toyworld", "english", "pydoc", "wordnet")
 MAX_UPLOAD_BYTES = 5_000_000
 TOYWORLD_DOCS = 400
 TOYWORLD_SEED = 1
+WORDNET_TEXTS = 15_000  # 244,085 tokens with the en-* demo tokenizer (enough for a 200k-token index)
+WORDNET_SEED = 1
 
 ENGLISH = {
     "animals": ["The cat sleeps on the warm windowsill all afternoon.", "A dog barked at the mail carrier this morning.",
@@ -96,7 +103,9 @@ def toyworld_classes() -> dict[str, str]:
     return classes
 
 
+@functools.lru_cache(maxsize=len(BUILTIN))
 def builtin(name: str) -> TextSet:
+    """A built-in set (built once per process: the sets are immutable)."""
     if name == "toyworld":
         from model.train.toyworld import generate_corpus
 
@@ -111,7 +120,23 @@ def builtin(name: str) -> TextSet:
         docs = builtin_corpus("pydoc").documents
         pairs = [(s, f"topic {i}") for i, d in enumerate(docs) for s in d]
         return _make("pydoc", [t for t, _ in pairs], [lab for _, lab in pairs])
+    if name == "wordnet":
+        return _wordnet()
     raise TextSetError(f"unknown text set {name!r}: choose {', '.join(BUILTIN)}, or give a file")
+
+
+def _wordnet() -> TextSet:
+    from model.train import english
+    from model.train.corpus import CorpusError
+
+    names = english.LEXNAMES
+    try:
+        pairs = [(s, names[int(lex)] if lex.isdigit() and int(lex) < len(names) else f"lexfile {lex}")
+                 for _, lex, sentences in english.wordnet_synsets(english.WORDNET_DIR) for s in sentences]
+    except CorpusError as e:
+        raise TextSetError(str(e)) from None
+    picked = random.Random(WORDNET_SEED).sample(pairs, min(WORDNET_TEXTS, len(pairs)))  # every topic early on
+    return _make("wordnet", [t for t, _ in picked], [lab for _, lab in picked])
 
 
 def from_bytes(name: str, raw: bytes) -> TextSet:

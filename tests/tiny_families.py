@@ -61,6 +61,26 @@ def build_family(name: str, out: Path) -> Path:
 NAMES = list(FAMILIES)
 
 
+def assert_masks_match(r, logits: torch.Tensor, k: int, tol: float) -> None:
+    """Every mask of inspection `r` predicts the top k of the model's own `logits` (seq, vocab), within `tol`."""
+    assert r.masks
+    for mp in r.masks:
+        top = torch.softmax(logits[mp.position], -1).topk(k)
+        assert [p.id for p in mp.predictions] == top.indices.tolist()
+        torch.testing.assert_close(torch.tensor([p.prob for p in mp.predictions]), top.values, atol=tol, rtol=0)
+
+
+def build_state_space(out: Path) -> Path:
+    """A tiny random Mamba (a state-space model: no attention layers) in out/mamba."""
+    tok = train_tokenizer("gpt2", SENTENCES, 200, max_length=62)
+    cfg = AutoConfig.for_model("mamba", hidden_size=32, num_hidden_layers=2, vocab_size=len(tok), state_size=4,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out / "mamba")
+    tok.save_pretrained(out / "mamba")
+    return out / "mamba"
+
+
 def build_huge(src: Path, out: Path, layers: int = 512, hidden: int = 8192) -> Path:
     """A copy of the tiny BERT `src` grown to `layers` x `hidden` with config.json and weights that agree
     (terabytes of float32), its safetensors file sparse: the header lists every tensor, the data is a

@@ -117,14 +117,14 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    from model.export_onnx import OPSETS
+    from model.onnx.export import OPSETS
 
     p.add_argument("model", help="a model directory or a name from `lmscope models`")
     p.add_argument("--out", required=True, help="the .onnx file to write (tokenizer and metadata go beside it)")
     p.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default 17)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the file; computes in float32)")
     p.add_argument("--no-decoder", dest="decoder", action="store_false",
-                   help="GPT-2: skip FILE.decoder.onnx, the key/value-cache generation graph (a second copy of the weights)")
+                   help="causal LMs: skip FILE.decoder.onnx, the key/value-cache generation graph (a second copy of the weights)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

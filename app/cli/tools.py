@@ -24,7 +24,7 @@ def cmd_bench(args):
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     quiet_transformers()  # no weight-loading progress bars on the terminal
     report = export_onnx(args.model, Path(args.out), opset=args.opset, fp16=args.fp16,

@@ -93,7 +93,7 @@ def projection_figure(coords: np.ndarray, color: Sequence, hover: Sequence[str],
         values = pd.Series(list(color))
         keep = list(values.value_counts().index[:20])
         values = values.where(values.isin(keep), "other")
-        for v in [*keep, "other"]:
+        for v in dict.fromkeys([*keep, "other"]):  # once each: "other" may also be a label (toy world)
             idx = np.flatnonzero(values.to_numpy() == v)
             if len(idx) == 0:
                 continue

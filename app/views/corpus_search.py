@@ -15,17 +15,18 @@ from app.figures import beyond as FB
 from model.errors import LmscopeError
 from model.inspect import InputError, encode
 
-DATA = ("english", "toyworld", "pydoc")
+DATA = ("english", "toyworld", "pydoc", "wordnet")
 DEFAULT_QUERY = "the dogs near the cat run quickly ."
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _index(model_ref: str, data: str, max_tokens: int):
-    """The opened index (built first if it is not under runs/search/ yet); shared read-only by sessions."""
+def _index(_loaded, model_key: tuple, data: str, max_tokens: int):
+    """The opened index (built first if it is not under runs/search/ yet); shared read-only by sessions.
+    `_loaded` is the page's model, which `model_key` names (Streamlit does not hash it)."""
     from model import textsets
     from model.corpus_search import build_index
 
-    return build_index(common.load_cached(model_ref), textsets.builtin(data), max_tokens=max_tokens)
+    return build_index(_loaded, textsets.builtin(data), max_tokens=max_tokens)
 
 
 def render() -> None:
@@ -61,7 +62,7 @@ def render() -> None:
         return
     try:
         with st.spinner("Opening the corpus index (built once per model, corpus and size; kept under runs/search/)…"):
-            index = _index(loaded.info.path, data, int(size))
+            index = _index(loaded, (loaded.info.path, common.load_dtype()), data, int(size))
         hits = search(index, query_vector(loaded, query, int(token), int(layer)), int(layer), k=int(k), metric=metric)
     except LmscopeError as e:  # TextSetError, InputError
         st.error(str(e))

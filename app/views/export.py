@@ -41,7 +41,7 @@ def export_path(info, opset: int, fp16: bool) -> Path:
 
 def _export(loaded, out: Path, opset: int, fp16: bool) -> None:
     """Button callback: run the export (it checks parity before anything is put in place)."""
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     try:
         report = export_onnx(loaded, out, opset=opset, fp16=fp16)
@@ -135,7 +135,13 @@ def render() -> None:
         return
     if loaded.info.backend != "torch":
         st.warning(f"{loaded.info.name} runs on the {loaded.info.backend} backend: only transformers models "
-                   "(BERT, RoBERTa, ALBERT, DistilBERT, GPT-2) can be exported to ONNX.")
+                   "can be exported to ONNX.")
+        return
+    from model.onnx.export import refusal
+
+    why = refusal(loaded.info.model_type)
+    if why:
+        st.warning(f"{loaded.info.name} cannot be exported to ONNX: it is {why}.")
         return
     c = st.columns(2)
     with c[0]:

@@ -3,7 +3,9 @@
 PCA (scikit-learn) or UMAP (umap-learn) of the states; colour by label (the toy world's word classes, the
 English set's topics, an upload's labels), by token or by position; hover shows the token in its context;
 click a point to open its text (and from there, on the Attention page). States and coordinates are cached
-per (model, data, layer, size) for the whole server, so moving back to a layer is instant.
+per (model, data, layer, size) for the whole server, so moving back to a layer is instant. The first visit
+starts compiling umap-learn's kernels in the background (`model.projector.warm_umap`), so that choosing
+UMAP later does not wait for them.
 Keys: `data` (toyworld | english | pydoc | upload), `layer` (0 = embeddings), `proj` (pca | umap),
 `color` (label | token | position), `tokens` (at most this many), `point` (the clicked token)
 (plus `model`).
@@ -26,20 +28,22 @@ MAX_POINTS = 20_000
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _states(model_ref: str, data: str, upload: bytes | None, layer: int, max_tokens: int):
-    """TokenStates of one layer; cached per (model, data, layer, size) across sessions."""
+def _states(_loaded, model_key: tuple, data: str, upload: bytes | None, layer: int, max_tokens: int):
+    """TokenStates of one layer; cached per (model, data, layer, size) across sessions (`_loaded` is the
+    page's model, which `model_key` names: Streamlit does not hash it, and no second copy is loaded)."""
     from model import textsets
     from model.projector import token_states
 
     ts = textsets.from_bytes("upload", upload) if data == "upload" else textsets.builtin(data)
-    return token_states(common.load_cached(model_ref), ts, [layer], max_tokens=max_tokens)
+    return token_states(_loaded, ts, [layer], max_tokens=max_tokens)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _coords(model_ref: str, data: str, upload: bytes | None, layer: int, max_tokens: int, method: str) -> np.ndarray:
+def _coords(_loaded, model_key: tuple, data: str, upload: bytes | None, layer: int, max_tokens: int,
+            method: str) -> np.ndarray:
     from model.projector import project
 
-    return project(_states(model_ref, data, upload, layer, max_tokens).layer(layer), method)
+    return project(_states(_loaded, model_key, data, upload, layer, max_tokens).layer(layer), method)
 
 
 def _upload() -> bytes | None:
@@ -71,10 +75,15 @@ def render() -> None:
     if data == "upload" and upload is None:
         st.info("Upload a text file: one text per line, optionally `label<TAB>text`.")
         return
+    from model.projector import umap_ready, warm_umap
+
+    first = method == "umap" and not umap_ready()
     try:
-        with st.spinner(f"Hidden states at layer {layer}, then {method.upper()}…"):
-            ts = _states(loaded.info.path, data, upload, int(layer), int(max_tokens))
-            xy = _coords(loaded.info.path, data, upload, int(layer), int(max_tokens), method)
+        with st.spinner(f"Hidden states at layer {layer}, then {method.upper()}" + (
+                " (the server's first UMAP compiles umap-learn's kernels first)…" if first else "…")):
+            key = (loaded.info.path, common.load_dtype())
+            ts = _states(loaded, key, data, upload, int(layer), int(max_tokens))
+            xy = _coords(loaded, key, data, upload, int(layer), int(max_tokens), method)
     except LmscopeError as e:  # TextSetError (a bad upload), InputError, Unavailable
         st.error(str(e))
         return
@@ -106,6 +115,7 @@ def render() -> None:
                           "text": ts.text_index, "position": ts.position, "context": ts.contexts})
     st.download_button("Download points (CSV)", table.to_csv(index=False), file_name="projector.csv", mime="text/csv",
                        key="dl_projector_csv", on_click="ignore")
+    warm_umap()  # once per server, after the page is drawn: the UMAP choice is then quick
 
 
 def _picked(event, n: int) -> int | None:

@@ -5,12 +5,12 @@ One call from a page draws it; the page says which predictions can be explained:
     saliency.panel(loaded, text, {6: ["run", "sleep"]})     # position -> candidate tokens (best first)
 
 Widgets (bound to the URL): `saliency` (method: "integrated gradients", "grad x input" or "off"),
-`sal_pos` (the position, when there are several) and `sal_token` (the candidate). Results are kept per
-session (a few), so moving other widgets does not recompute them.
+`sal_pos` (the position, when there are several) and `sal_token` (the candidate). Results are cached for
+the server per (model, text, position, token, method, steps), so a rerun, another tab or a return to an
+earlier mask never recomputes them. Before any work the panel estimates it (passes x tokens x parameters)
+and, above WORK_BUDGET, says so and waits for a click instead of holding the page.
 """
 from __future__ import annotations
-
-from collections import OrderedDict
 
 import streamlit as st
 
@@ -20,22 +20,52 @@ from app.figures.text import token_label
 from model.errors import LmscopeError
 
 METHODS = {"integrated gradients": "integrated_gradients", "grad x input": "grad_x_input", "off": None}
-KEPT = 8  # attributions remembered per session
+KEPT = 64  # attributions kept for the server
 STEPS = 32  # integration points: completeness error well under 1% on the demo models
+# Estimated multiply-adds (forward + backward ~ 3 forwards of ~1 per parameter per token, per pass) above
+# which the panel asks before running: ~15 s at the 2e10 a second measured for integrated gradients on
+# en-gpt2 (144 tokens, 32 steps: 2.2 s) on one thread of this shared 2-core machine.
+WORK_BUDGET = 3e11
 
 
-def _cached(loaded, text: str, position: int | None, token: str | None, method: str):
-    cache: OrderedDict = st.session_state.setdefault("_saliency", OrderedDict())
-    key = (loaded.info.path, text, position, token, method)
-    if key not in cache:
-        from model.attribute import attribute
+@st.cache_data(max_entries=KEPT, show_spinner="Attributing the prediction to the input tokens…")
+def _attribution(_loaded, model_key: tuple, text: str, position: int | None, token: str | None, method: str,
+                 steps: int):
+    """`model.attribute.attribute`, cached per (model, text, target, method, steps) for the server
+    (`_loaded` is the model `model_key` names; Streamlit does not hash it)."""
+    from model.attribute import attribute
 
-        with st.spinner("Attributing the prediction to the input tokens…"):
-            cache[key] = attribute(loaded, text, target_position=position, target_token=token, method=method, steps=STEPS)
-        while len(cache) > KEPT:
-            cache.popitem(last=False)
-    cache.move_to_end(key)
-    return cache[key]
+    return attribute(_loaded, text, target_position=position, target_token=token, method=method, steps=steps)
+
+
+def work(loaded, n_tokens: int, method: str, steps: int = STEPS) -> float:
+    """Estimated multiply-adds of one attribution: passes (steps for integrated gradients, else 1) x
+    forward + backward (~3 forwards) x tokens x parameters."""
+    passes = steps if method == "integrated_gradients" else 1
+    return 3.0 * passes * n_tokens * loaded.info.num_parameters
+
+
+def _too_long(loaded, text: str, method: str, name: str) -> bool:
+    """True (after saying so, with a button to run it anyway) when the attribution would hold the page."""
+    from model.inspect import InputError, encode
+
+    try:
+        n = len(encode(loaded, text).tokens)
+    except InputError:
+        return False  # attribute() gives the message
+    w = work(loaded, n, method)
+    if w <= WORK_BUDGET or st.session_state.get(f"_{name}_anyway") == (loaded.info.path, text, method):
+        return False
+    fits = int(WORK_BUDGET // work(loaded, 1, method))
+    st.info(f"Saliency is not run automatically here: {n} tokens x {loaded.info.num_parameters / 1e6:.0f}M parameters"
+            + (f" x {STEPS} integration steps" if method == "integrated_gradients" else "")
+            + f" is ~{w:.0e} multiply-adds (the page runs up to {WORK_BUDGET:.0e} by itself: about {fits} tokens "
+            f"with this model and method). Shorten the text"
+            + (", choose grad x input (one pass)" if method == "integrated_gradients" else "") + ", or run it anyway.")
+    if st.button("Run the attribution anyway", key=f"{name}_anyway"):
+        st.session_state[f"_{name}_anyway"] = (loaded.info.path, text, method)
+        return False
+    return True
 
 
 def panel(loaded, text: str, candidates: dict[int, list[str]], *, title: str = "Why this prediction?",
@@ -66,8 +96,11 @@ def panel(loaded, text: str, candidates: dict[int, list[str]], *, title: str = "
     with c3:
         token = state.selectbox("Explain token", "sal_token", options, options[0],
                                 format_func=lambda t: "(top prediction)" if t is None else t)
+    if _too_long(loaded, text, method, name):
+        return
     try:
-        a = _cached(loaded, text, None if pos is None else int(pos), token, method)
+        a = _attribution(loaded, (loaded.info.path, common.load_dtype()), text, None if pos is None else int(pos),
+                         token, method, STEPS)
     except LmscopeError as e:  # InputError / Unavailable: a message, never a traceback
         st.error(str(e))
         return

@@ -11,7 +11,7 @@ its `logits` output (and every node only it needed), and logits are computed by 
 positions a view asks for — what the torch backend does. onnxruntime computes every node of a graph whatever
 outputs a caller requests (measured: MiniLM at 128 tokens 49 ms with the LM head, 24 ms without), so this
 halves an inspection. The head graph also gives the logit lens: each layer's hidden state through (ln_f and)
-the head. GPT-2 exports bring FILE.decoder.onnx, generation with a key/value cache (`OnnxBackend.decoder`).
+the head. Causal-LM exports bring FILE.decoder.onnx, generation with a key/value cache (`OnnxBackend.decoder`).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class OnnxBackend(Backend):
 
     def __init__(self, session, layout: GraphLayout, *, head=None, num_layers: int = 0, num_heads: int = 0,
                  vocab_size: int = 0, max_positions: int | None = None, causal: bool = False, threads: int = 1,
-                 decoder_path: Path | None = None):
+                 decoder_path: Path | None = None, num_kv_heads: int = 0, position_offset: int | None = None):
         self.session = session
         self.head = head
         self.decoder_path = decoder_path  # FILE.decoder.onnx, checked at load; its session is made on first use
@@ -70,6 +70,8 @@ class OnnxBackend(Backend):
         self.layout = layout
         self.threads = threads
         self.num_layers, self.num_heads, self.vocab_size = num_layers, num_heads, vocab_size
+        self.num_kv_heads = num_kv_heads or num_heads  # fewer than num_heads: grouped-query attention
+        self.position_offset = position_offset  # None: unknown (model.inspect.max_tokens then goes by model type)
         self.max_positions = max_positions
         self.causal = causal
         self.pair_kind = layout.pair_kind
@@ -160,7 +162,7 @@ class OnnxBackend(Backend):
             raise Unavailable("the logit lens needs the LM head graph (FILE.head.onnx) that `lmscope export-onnx` writes")
         if not 0 <= layer <= self.num_layers:
             raise InputError(f"layer {layer} is out of range: hidden states are 0..{self.num_layers}")
-        return self._head(hidden, norm=layer < self.num_layers)  # GPT-2's last hidden state already went through ln_f
+        return self._head(hidden, norm=layer < self.num_layers)  # the last hidden state already went through the norm
 
     # -- incremental decoding ------------------------------------------------------------------------------
     def decoder(self, input_ids: torch.Tensor) -> Decoder | None:

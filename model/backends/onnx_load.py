@@ -1,10 +1,10 @@
 """Loading an ONNX model: FILE.onnx and the files beside it -> a LoadedModel on the onnxruntime backend.
 
-What it reads (see `model.export_onnx` for how these are written):
+What it reads (see `model.onnx.export` for how these are written):
     FILE.onnx          the graph: attentions (layer, batch, head, query, key), hidden_states (layer + 1, batch,
                        seq, hidden), logits or last_hidden_state, pair_logits
-    FILE.head.onnx     the LM head alone (hidden -> logits; GPT-2: + apply_norm for ln_f)
-    FILE.decoder.onnx  GPT-2: generation with a key/value cache; its session is made on first use. Without it
+    FILE.head.onnx     the LM head alone (hidden -> logits; pre-LN models: + apply_norm for the final norm)
+    FILE.decoder.onnx  causal LMs: generation with a key/value cache; its session is made on first use. Without it
                        (older exports, other tools) generation recomputes the prefix.
     FILE.lmscope.json  what the graph is (architecture, task, sizes) and the bytes each file had at export
     tokenizer files    beside them
@@ -33,7 +33,7 @@ from model.errors import ModelLoadError, first_line
 from model.modelfiles import load_tokenizer
 from model.modelinfo import LoadedModel, model_info
 
-FORMAT = capabilities.ONNX_FORMAT  # the `format` field model.export_onnx writes
+FORMAT = capabilities.ONNX_FORMAT  # the `format` field model.onnx.export writes
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 # What each graph output holds (GraphLayout, infer_layout and the name tables) and what that lets a model show
@@ -97,7 +97,7 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
             decoder_path = None
     n_params = (meta or {}).get("num_parameters") or _count_parameters(proto)
     if capabilities.logits_from_head_graph(layout, head is not None):
-        prune(proto, set(layout.outputs) - {layout.logits})
+        proto = prune(proto, set(layout.outputs) - {layout.logits})
         layout = replace(layout, logits=None)
     session = open_session(proto.SerializeToString(), threads, path)
     del proto
@@ -111,7 +111,8 @@ def load_onnx(path: str | os.PathLike, name: str, *, threads: int | None = None)
         num_layers=probe.get("layers") or int((meta or {}).get("num_layers") or cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0),
         num_heads=probe.get("heads") or int((meta or {}).get("num_heads") or cfg.get("num_attention_heads") or cfg.get("n_head") or 0),
         vocab_size=vocab, max_positions=_max_positions(meta, cfg, tok), causal=task == "causal-lm",
-        decoder_path=decoder_path,
+        decoder_path=decoder_path, num_kv_heads=int((meta or {}).get("num_kv_heads") or 0),
+        position_offset=(meta or {}).get("position_offset"),
     )
     if meta is not None:
         for key, got in (("num_layers", backend.num_layers), ("num_heads", backend.num_heads), ("vocab_size", vocab)):
@@ -176,32 +177,17 @@ def _check_dynamic(proto, path: Path) -> None:
                                  "needs a dynamic sequence axis (export again with `lmscope export-onnx`)")
 
 
-def prune(model, keep: set[str]) -> None:
-    """Drop the graph outputs not in `keep` and every node and initializer only they needed, in place."""
-    outputs = [o for o in model.graph.output if o.name in keep]
-    needed = {o.name for o in outputs}
-    kept = []
-    for node in reversed(model.graph.node):  # nodes are in topological order: consumers come later
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-            needed.update(_subgraph_names(node))
-    inits = [i for i in model.graph.initializer if i.name in needed]
-    for field, items in ((model.graph.output, outputs), (model.graph.node, kept[::-1]), (model.graph.initializer, inits)):
-        items = list(items)
-        del field[:]
-        field.extend(items)
+def prune(model, keep: set[str]):
+    """The graph with only the outputs in `keep` and the nodes and initializers they need (onnx.utils.Extractor),
+    every input kept. A graph with control flow (If / Loop / Scan bodies read names the extractor does not
+    follow) is returned whole."""
+    from onnx.utils import Extractor
 
-
-def _subgraph_names(node) -> set[str]:
-    """Names an If / Loop / Scan body reads from the enclosing graph (all its node inputs, conservatively)."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for n in g.node:
-                names.update(i for i in n.input if i)
-                names.update(_subgraph_names(n))
-    return names
+    if any(a.HasField("g") or len(a.graphs) for n in model.graph.node for a in n.attribute):
+        return model
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    return Extractor(model).extract_model(inputs, [o.name for o in model.graph.output if o.name in keep])
 
 
 def _count_parameters(proto) -> int:

@@ -168,6 +168,17 @@ class TorchBackend(Backend):
         self.record_attention = record_attention
         self._lock = threading.Lock()  # only for the rare fallback path that needs output_attentions
 
+    @property
+    def head_fn(self) -> Callable[[nn.Module, torch.Tensor], torch.Tensor] | None:
+        """(model, hidden (..., hidden)) -> logits (..., vocab): the LM head found (and checked by
+        `probe_heads`); None without one. The ONNX export traces it as FILE.head.onnx."""
+        return self._head
+
+    @property
+    def lens_norm(self) -> nn.Module | None:
+        """The final norm the logit lens applies to intermediate layers; None for post-LN models."""
+        return self._lens_norm
+
     @torch.inference_mode()
     def probe_heads(self, ids: torch.Tensor) -> list[str]:
         """Check the LM head found in the module against the model's own forward, and find the final norm the

@@ -106,18 +106,26 @@ def everyday_synsets(root: Path = WORDNET_DIR) -> set[tuple[str, str]]:
     return out
 
 
-def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP, everyday: bool = True) -> list[list[str]]:
-    """Documents of GROUP consecutive synsets of one lexicographer file, in file order; everyday: only the
-    synsets of `everyday_synsets` (the tagged senses)."""
+# WordNet's 45 lexicographer files by number (the second field of a synset line): a topic per synset.
+LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl")
+
+
+def wordnet_synsets(root: Path = WORDNET_DIR, keep: set[tuple[str, str]] | None = None):
+    """Every synset in file order (only those in `keep`, when given) as (data file, lexicographer file number
+    as written, its sentences)."""
     paths = [Path(root) / f for f in WORDNET_FILES]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise CorpusError(f"WordNet is not installed ({missing[0]} is missing): run `{APT_HINT}` (Debian package "
                           "wordnet-base), or set LMSCOPE_WORDNET to a folder holding data.noun ...")
-    keep = everyday_synsets(root) if everyday else None
-    docs: list[list[str]] = []
     for p in paths:
-        cur, cur_file = [], None
         for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line[:1].isdigit() or " | " not in line:
                 continue  # the licence header lines start with two spaces
@@ -127,13 +135,22 @@ def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP, everyday: bo
             pos = "a" if pos == "s" else pos
             if keep is not None and (pos, f[0]) not in keep:
                 continue
-            if lex_file != cur_file or len(cur) >= group:
-                if cur:
-                    docs.append([s for syn in cur for s in syn])
-                cur, cur_file = [], lex_file
-            cur.append(gloss_sentences(pos, lemma, gloss.strip()))
-        if cur:
-            docs.append([s for syn in cur for s in syn])
+            yield p.name, lex_file, gloss_sentences(pos, lemma, gloss.strip())
+
+
+def wordnet_documents(root: Path = WORDNET_DIR, group: int = GROUP, everyday: bool = True) -> list[list[str]]:
+    """Documents of GROUP consecutive synsets of one lexicographer file, in file order; everyday: only the
+    synsets of `everyday_synsets` (the tagged senses)."""
+    docs: list[list[str]] = []
+    cur, cur_file = [], None
+    for data_file, lex_file, sentences in wordnet_synsets(root, everyday_synsets(root) if everyday else None):
+        if (data_file, lex_file) != cur_file or len(cur) >= group:
+            if cur:
+                docs.append([s for syn in cur for s in syn])
+            cur, cur_file = [], (data_file, lex_file)
+        cur.append(sentences)
+    if cur:
+        docs.append([s for syn in cur for s in syn])
     return [d for d in docs if d]
 
 
@@ -252,5 +269,5 @@ def segments(docs: list[list[str]], max_words: int, seed: int, short_share: floa
     return out
 
 
-__all__ = ["EnglishSplit", "english_sources", "english_split", "everyday_synsets", "fortune_documents", "wordnet_documents",
-           "gloss_sentences", "segments", "normalize", "APT_HINT"]
+__all__ = ["EnglishSplit", "english_sources", "english_split", "everyday_synsets", "fortune_documents",
+           "wordnet_documents", "wordnet_synsets", "gloss_sentences", "segments", "normalize", "APT_HINT", "LEXNAMES"]

@@ -52,6 +52,30 @@ def test_masked_lm_saliency_strip_matches_the_engine(env, demo):
     assert at.query_params["saliency"] == "grad x input" and at.query_params["sal_token"] == second
 
 
+def test_saliency_is_cached_for_the_server_and_long_inputs_wait_for_a_click(env, monkeypatch):
+    import model.attribute
+    from app.widgets import saliency
+
+    text = "the cat near the dogs [MASK] quickly."
+    first = z_row(chart(open_page("masked_lm", model="demo/bert-mlm", text=text), "saliency"))
+
+    def refuse(*a, **kw):
+        raise AssertionError("attribute() ran again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(model.attribute, "attribute", refuse)
+        at = open_page("masked_lm", model="demo/bert-mlm", text=text)  # a new session: the server's cache answers
+        assert not texts(at, "error") and z_row(chart(at, "saliency")) == first
+
+    monkeypatch.setattr(saliency, "WORK_BUDGET", 1.0)  # every input is now too long to run by itself
+    at = open_page("masked_lm", model="demo/bert-mlm", text="the dogs [MASK] .")
+    assert any("not run automatically" in i.value and "multiply-adds" in i.value for i in at.info)
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("fig_saliency")]
+    at.button(key="saliency_anyway").click().run()
+    assert not at.exception and not texts(at, "error")
+    assert len(z_row(chart(at, "saliency"))) > 0
+
+
 def test_generation_and_attention_saliency(env):
     at = open_page("generation", model="demo/gpt2", text="the dogs near the")
     assert not texts(at, "error")
@@ -89,16 +113,19 @@ def _points(spec: dict) -> int:
     return total
 
 
-def test_projector_page_pca_colours_and_clicked_point(env, demo):
+def test_projector_page_pca_colours_and_clicked_point(env, demo, monkeypatch):
+    import model.projector
     from model import textsets
     from model.load import load_model
     from model.projector import project, token_states
 
+    warmed = []  # the page starts umap-learn's compilation (here recorded, not run: tens of seconds of CPU)
+    monkeypatch.setattr(model.projector, "warm_umap", lambda: warmed.append(1))
     at = open_page("projector", model="demo/bert-mlm", data="english", layer="1", tokens="300", point="5")
     assert not texts(at, "error")
     spec = chart(at, "projector")
     ref = token_states(load_model(demo / "bert-mlm"), textsets.builtin("english"), [1], max_tokens=300)
-    assert _points(spec) == len(ref.tokens)
+    assert _points(spec) == len(ref.tokens) == 300 and warmed
     assert {tr["name"] for tr in spec["data"]} <= {"animals", "food", "weather", "sport", "music", "computers", "other"}
     assert any(f"`{ref.tokens[5]}`" in m.value for m in at.markdown)  # the URL's point opens its text
     at.radio(key="qp_color").set_value("position").run()

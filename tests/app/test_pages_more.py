@@ -199,3 +199,26 @@ def test_export_page_exports_and_loads_back(env):
     assert list((env / "runs" / "onnx").glob("demo-bert-mlm-opset17-*/model.onnx"))
     at.selectbox(key="qp_model").set_value("demo/elmo").run()
     assert not at.exception and any("only transformers models" in w.value for w in at.warning)
+
+
+def test_export_page_exports_a_llama_family_decoder(env, tmp_path, monkeypatch):
+    """A Llama-family decoder (grouped-query attention, rotary positions) exports with its generation graph and
+    loads back beside torch; a family that cannot export says why before anything runs."""
+    from app import common
+    from tiny_families import build_family, build_state_space
+
+    build_family("llama", tmp_path / "families")
+    build_state_space(tmp_path / "families")
+    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(tmp_path / "families"))
+    common.listed_models.clear()
+    at = open_page("export", model="demo/llama", text="the quick brown fox jumps over the lazy dog")
+    at.button(key="export_btn").click().run()
+    assert not at.exception and not texts(at, "error")
+    parity, checks = at.dataframe[0].value, at.dataframe[1].value
+    assert {"logits", "attentions", "decoder"} <= set(parity["output"])
+    assert (parity["max |onnx - torch| (relative)"] <= 1e-4).all()
+    assert checks["result"][0] == "yes" and checks["result"].iloc[-1] == "same"
+    assert chart(at, "onnx-attention")["data"][0]["type"] == "heatmap"
+    at.selectbox(key="qp_model").set_value("demo/mamba").run()
+    assert not at.exception and any("cannot be exported to ONNX" in w.value and "no attention" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "export_btn"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.corpus_search import build_index, index_dir, query_vector, search
-from model.inspect import InputError
+from model.inspect import InputError, encode
 from model.load import load_model
 from model.projector import token_states
 from model.textsets import builtin
@@ -48,7 +48,10 @@ def test_index_rows_equal_the_states_and_the_index_is_reused(built, tiny_models)
     m, index, root = built
     ts = token_states(m, builtin("english"), [0, 1, 2], max_tokens=400)
     np.testing.assert_array_equal(np.asarray(index.states(1)[0]), ts.layer(1))
-    assert index.tokens == ts.tokens and len(index) == len(ts.tokens)
+    assert index.tokens == ts.tokens and len(index) == len(ts.tokens) == 400
+    for row in (0, 17, len(index) - 1):  # each row's character span is its token's
+        t = encode(m, index.texts[index.text_index[row]]).tokens[index.position[row]]
+        assert (index.starts[row], index.ends[row]) == (t.start, t.end) and t.text == index.tokens[row]
     man = json.loads((index.path / "manifest.json").read_text())
     assert man["layers"] == [0, 1, 2] and man["count"] == len(ts.tokens)
     mtime = (index.path / "states-L1.npy").stat().st_mtime_ns

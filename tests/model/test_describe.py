@@ -75,7 +75,7 @@ def test_describes_a_sharded_checkpoint(tiny_models, tmp_path):
 @pytest.fixture(scope="module")
 def onnx_export(tiny_models, tmp_path_factory):
     """One lmscope ONNX export (BERT pre-training: LM head graph and an NSP output)."""
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     return export_onnx(tiny_models["bert-pretraining"], tmp_path_factory.mktemp("onnx") / "bert" / "model.onnx").path
 
@@ -96,7 +96,7 @@ def test_describes_an_onnx_export_without_its_head_graph(onnx_export, tmp_path):
 
 
 def test_describes_a_gpt2_onnx_export_with_and_without_its_decoder_graph(tiny_models, tmp_path):
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     path = export_onnx(tiny_models["gpt2"], tmp_path / "gpt2" / "model.onnx").path
     assert_describes(path)

@@ -16,7 +16,7 @@ import transformers
 from model.generate import generate
 from model.inspect import inspect
 from model.load import load_model
-from tiny_families import FAMILIES, WINDOW, build_family
+from tiny_families import FAMILIES, WINDOW, assert_masks_match, build_family
 
 SEEDS = {"gpt2": "gpt2", "bert": "bert-mlm", "roberta": "roberta-mlm", "albert": "albert-pretraining",
          "distilbert": "distilbert-mlm"}
@@ -127,11 +127,7 @@ def test_fill_mask_topk_equals_model_logits(name, paths):
     ids = torch.tensor([[t.id for t in r.tokens]])
     with torch.inference_mode():
         logits = _logits(ref(input_ids=ids))[0]
-    assert r.masks
-    for mp in r.masks:
-        top = torch.softmax(logits[mp.position], -1).topk(5)
-        assert [p.id for p in mp.predictions] == top.indices.tolist()
-        torch.testing.assert_close(torch.tensor([p.prob for p in mp.predictions]), top.values, atol=TOL, rtol=0)
+    assert_masks_match(r, logits, 5, TOL)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -194,17 +190,9 @@ def test_tokens_keep_markers_and_offsets(name, paths):
 def test_a_model_without_recordable_attention_still_loads(tmp_path):
     """Mamba (a state-space model): no attention to record; it loads, says why attention is missing, and the
     other views work (hidden norms, logit lens, generation by recomputing the prefix)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from tiny_families import build_state_space
 
-    from model.train.tokenizer import train_tokenizer
-    from tiny_models import SENTENCES
-
-    tok = train_tokenizer("gpt2", SENTENCES, 200, max_length=62)
-    cfg = AutoConfig.for_model("mamba", hidden_size=32, num_hidden_layers=2, vocab_size=len(tok), state_size=4,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "mamba")
-    tok.save_pretrained(tmp_path / "mamba")
-    m = load_model(tmp_path / "mamba")
+    m = load_model(build_state_space(tmp_path))
     assert "attention" not in m.info.capabilities and "attention heads" in m.info.unavailable["attention"]
     assert {"causal", "lens", "hidden"} <= set(m.info.capabilities)
     r = inspect(m, "the quick brown fox", logit_lens=True)

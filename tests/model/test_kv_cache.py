@@ -13,7 +13,7 @@ import torch
 
 from bench.generation import Recompute  # the same model with its decoder off: generate() recomputes the prefix
 from model.backends.base import Backend
-from model.export_onnx import export_onnx
+from model.onnx.export import export_onnx
 from model.generate import generate
 from model.load import load_model
 

@@ -125,12 +125,13 @@ def world(tiny_models, tmp_path_factory) -> World:
     # scratch because the snapshot would read it: LMSCOPE_MODEL_ROOTS lets the app reach it)
     d = names["inflated"] = _copy(tiny_models["bert-mlm"], demo / "inflated")
     _edit_config(d, num_hidden_layers=4000, hidden_size=8192)
-    from tiny_families import build_huge
+    from tiny_families import build_huge, build_state_space
 
     names["huge"] = build_huge(tiny_models["bert-mlm"], scratch / "huge")
+    names["mamba"] = build_state_space(scratch)  # a family ONNX export refuses (no attention layers)
 
     # ONNX: a good export, a truncated copy, random bytes (each in its own folder with the tokenizer)
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     rep = export_onnx(tiny_models["gpt2"], scratch / "export" / "model.onnx")
     for name in ("onnx-trunc", "onnx-noise"):

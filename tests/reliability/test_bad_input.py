@@ -224,6 +224,9 @@ CASES: list[Case] = [
          "opset must be between", app={"page": "export", "params": {"model": "demo/gpt2", "opset": "3"}},
          app_expect="clamped", widget=("number_input", "qp_opset", 14)),
     Case("export-an-onnx-file", ["export-onnx", "@onnx-trunc", "--out", "@scratch/y.onnx"], "error", "already an ONNX model"),
+    Case("export-a-family-without-attention", ["export-onnx", "@mamba", "--out", "@scratch/m.onnx"], "error",
+         "no attention layers", app={"page": "export", "params": {"model": "@mamba"}}, app_expect="warning",
+         env={"LMSCOPE_MODEL_ROOTS": "@scratch"}),
 ]
 
 CLI_CASES = [c for c in CASES if c.cli is not None]

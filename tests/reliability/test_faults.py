@@ -246,7 +246,8 @@ def test_disk_full_is_real_when_we_can_mount(disk):
 def test_export_failing_midway_leaves_nothing_and_the_shared_model_works(tiny_models, tmp_path, monkeypatch, capsys):
     import torch
 
-    import model.export_onnx as ex
+    import model.onnx.export as ex
+    import model.onnx.parity as parity
     from model.load import load_model
 
     shared = load_model(tiny_models["gpt2"])
@@ -259,7 +260,7 @@ def test_export_failing_midway_leaves_nothing_and_the_shared_model_works(tiny_mo
     def crash(*a, **k):
         raise RuntimeError("onnxruntime crashed while loading the graph")
 
-    monkeypatch.setattr(ex, "_session", crash)  # after both graphs were traced, before the check and renames
+    monkeypatch.setattr(parity, "session", crash)  # after both graphs were traced, before the check and renames
     with pytest.raises(RuntimeError, match="onnxruntime crashed"):
         ex.export_onnx(tiny_models["gpt2"], out)
     assert _hashes(out.parent) == kept and sorted(os.listdir(out.parent)) == sorted(kept)  # no temp dir either
@@ -274,7 +275,7 @@ def test_export_failing_midway_leaves_nothing_and_the_shared_model_works(tiny_mo
 
 
 def test_a_killed_exports_temp_dir_is_removed_by_the_next_export(tiny_models, tmp_path, monkeypatch):
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
     from model.registry import list_models
 
     runs = tmp_path / "runs"

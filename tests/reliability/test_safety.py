@@ -64,7 +64,7 @@ def test_a_pickle_beside_safetensors_is_never_opened(world_env, tiny_models, tmp
     with open(d / "pytorch_model.bin", "wb") as fh:
         pickle.dump(_EvilPickle(str(world_env.marker)), fh)
     assert inspect(load_model(d), "the [MASK] sleeps").masks
-    from model.export_onnx import export_onnx
+    from model.onnx.export import export_onnx
 
     export_onnx(d, tmp_path / "out" / "both.onnx")
     assert not world_env.marker.exists()
@@ -110,7 +110,7 @@ def test_the_source_never_unpickles_or_trusts_remote_code():
         assert not re.search(r"\b(pickle|cPickle|dill|joblib)\.loads?\(", code), py
         assert not re.search(r"trust_remote_code\s*=", code), py
         assert "use_safetensors=False" not in code.replace("use_safetensors=False)\"", ""), py  # only in the hint text
-    for py in (ROOT / "model" / "load.py", ROOT / "model" / "export_onnx.py"):
+    for py in (ROOT / "model" / "load.py", ROOT / "model" / "onnx" / "export.py"):
         calls = re.findall(r"\.from_pretrained\((.*?)\)\n", py.read_text(), flags=re.S)
         model_calls = [c for c in calls if "dtype" in c or "**kw" in c]  # model loads (tokenizers carry no weights)
         kw = re.search(r"\bkw = dict\((.*?)\)\n", py.read_text(), flags=re.S)  # the keywords `**kw` passes

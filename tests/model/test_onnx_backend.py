@@ -1,8 +1,7 @@
-"""ONNX export and the onnxruntime backend against transformers and the torch backend."""
-import argparse
+"""The onnxruntime backend (model.backends.onnx_backend) against transformers and the torch backend, on the
+exports of the tiny seed models; load errors; graphs written by other tools."""
 import functools
 import json
-import os
 import shutil
 import threading
 import warnings
@@ -12,25 +11,16 @@ import pytest
 import torch
 import transformers
 
-from model.backends.onnx_load import load_onnx
+from model.backends.onnx_load import load_onnx, prune
 from model.capabilities import infer_layout
-from model.export_onnx import FP16_DRIFT, TOLERANCE, export_onnx
-import model.export_onnx as export_module
 from model.generate import generate
 from model.inspect import inspect, max_tokens
 from model.load import ModelLoadError, load_model
+from model.onnx.export import export_onnx
 from tiny_models import ARCHS
 
-LM_ARCHS = [a for a in ARCHS if a != "bert-encoder"]
 TEXT = "the dogs near the cat [MASK] quickly."
 PAIR = "the cat sleeps."
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_models, tmp_path_factory):
-    """arch -> ExportReport of its export to <tmp>/<arch>/model.onnx."""
-    root = tmp_path_factory.mktemp("onnx")
-    return {arch: export_onnx(tiny_models[arch], root / arch / "model.onnx") for arch in ARCHS}
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,122 +33,6 @@ def _copy(report, dest, names):
     for n in names:
         shutil.copy(report.path.parent / n, dest / n)
     return dest / "model.onnx"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Export
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_export_writes_checked_files_only(exported, arch):
-    r = exported[arch]
-    d = r.path.parent
-    expected = {"model.onnx", "model.lmscope.json", *r.tokenizer_files} | ({"model.head.onnx"} if arch != "bert-encoder" else set())
-    expected |= {"model.decoder.onnx"} if arch == "gpt2" else set()  # generation with a key/value cache
-    assert set(os.listdir(d)) == expected  # no temporary files left behind
-    meta = json.loads(r.metadata_path.read_text())
-    assert meta["lmscope_version"] == "0.1.0" and meta["format"] == "lmscope-onnx"
-    assert (meta["num_layers"], meta["num_heads"]) == (2, 4)
-    assert meta["onnx_bytes"] == r.path.stat().st_size
-    graph = onnx.load(str(r.path))
-    assert [o.name for o in graph.graph.output] == meta["outputs"] == list(r.outputs)
-    assert "attentions" in r.outputs and "hidden_states" in r.outputs
-    assert ("pair_logits" in r.outputs) == (arch.endswith("pretraining"))
-    assert [i.name for i in graph.graph.input][:2] == ["input_ids", "attention_mask"]
-    assert ("token_type_ids" in [i.name for i in graph.graph.input]) == arch.startswith(("bert", "albert"))
-    assert r.parity and max(r.parity.values()) <= TOLERANCE
-    assert meta["parity"]["max_error"] == r.parity
-    assert (r.decoder_path is not None) == ("decoder" in r.parity) == (meta["decoder"] is not None) == (arch == "gpt2")
-    if r.decoder_path is not None:
-        assert meta["decoder"]["bytes"] == r.decoder_path.stat().st_size
-        assert [i.name for i in onnx.load(str(r.decoder_path)).graph.input] == meta["decoder"]["inputs"]
-
-
-def test_export_metadata_names_the_source_architecture(exported, tiny_models):
-    for arch in ARCHS:
-        cfg = json.loads((tiny_models[arch] / "config.json").read_text())
-        meta = json.loads(exported[arch].metadata_path.read_text())
-        assert meta["architecture"] == cfg["architectures"][0] and meta["model_type"] == cfg["model_type"]
-
-
-def test_failed_export_leaves_no_file_and_keeps_the_old_one(tiny_models, tmp_path, monkeypatch):
-    out = tmp_path / "m.onnx"
-    export_onnx(tiny_models["gpt2"], out)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every parity check now fails
-    with pytest.raises(ValueError, match="does not reproduce torch"):
-        export_onnx(tiny_models["gpt2"], out)
-    with pytest.raises(ValueError, match="does not reproduce torch"):
-        export_onnx(tiny_models["bert-mlm"], tmp_path / "fresh" / "b.onnx")
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
-    assert os.listdir(tmp_path / "fresh") == []
-
-
-def test_interrupted_export_leaves_no_file(tiny_models, tmp_path, monkeypatch):
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(export_module, "_metadata", interrupt)  # after both graphs and the check, before renames
-    with pytest.raises(KeyboardInterrupt):
-        export_onnx(tiny_models["bert-mlm"], tmp_path / "m.onnx")
-    assert os.listdir(tmp_path) == []
-
-
-@pytest.mark.parametrize("bad, match", [
-    (dict(out="m.txt"), "must end in .onnx"),
-    (dict(opset=9), "opset must be between"),
-    (dict(opset=True), "opset must be between"),
-])
-def test_export_refuses_bad_settings(tiny_models, tmp_path, bad, match):
-    kw = dict(out="m.onnx", opset=17) | bad
-    with pytest.raises(ValueError, match=match):
-        export_onnx(tiny_models["gpt2"], tmp_path / kw.pop("out"), **kw)
-    assert os.listdir(tmp_path) == []
-
-
-def test_export_refuses_an_onnx_source_and_a_foreign_tokenizer_clash(exported, tiny_models, tmp_path):
-    with pytest.raises(ValueError, match="already an ONNX model"):
-        export_onnx(exported["gpt2"].path, tmp_path / "again.onnx")
-    d = exported["gpt2"].path.parent
-    with pytest.raises(ValueError, match="different tokenizer"):
-        export_onnx(tiny_models["bert-mlm"], d / "other.onnx")  # would overwrite gpt2's tokenizer.json
-    assert not (d / "other.onnx").exists()
-
-
-def test_fp16_export_halves_the_file_and_stays_close(exported, tiny_models, tmp_path):
-    r = export_onnx(tiny_models["bert-mlm"], tmp_path / "m16.onnx", fp16=True)
-    fp32 = exported["bert-mlm"]
-    assert r.fp16 and r.size_bytes < 0.75 * fp32.size_bytes
-    assert max(r.parity.values()) <= TOLERANCE  # the graph computes exactly the fp16-rounded model
-    assert all(r.fp16_drift[k] <= v for k, v in FP16_DRIFT.items() if k in r.fp16_drift)
-    assert json.loads(r.metadata_path.read_text())["weights"] == "float16"
-    types = {i.data_type for i in onnx.load(str(r.path)).graph.initializer if len(i.dims) and i.dims[0] >= 32}
-    assert onnx.TensorProto.FLOAT16 in types
-    a, b = inspect(load_onnx(r.path, "m16"), TEXT), inspect(load_model(tiny_models["bert-mlm"]), TEXT)
-    assert [p.prob for p in a.masks[0].predictions] == pytest.approx([p.prob for p in b.masks[0].predictions], abs=1e-3)
-
-
-def test_export_of_a_loaded_model_leaves_the_shared_model_untouched(tiny_models, tmp_path):
-    shared = load_model(tiny_models["gpt2"])
-    before = {k: v.clone() for k, v in shared.backend.model.state_dict().items()}
-    r = export_onnx(shared, tmp_path / "g.onnx", fp16=True)  # fp16 rounds the weights of the exported copy
-    assert r.architecture == "GPT2LMHeadModel" and r.fp16
-    after = shared.backend.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert shared.backend.model.config._attn_implementation == "lmscope"
-
-
-def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
-    from app.cli.arguments import add_export_arguments
-    from app.cli.tools import cmd_export_onnx as run_export
-
-    p = argparse.ArgumentParser()
-    add_export_arguments(p)
-    out = tmp_path / "cli.onnx"
-    assert run_export(p.parse_args([str(tiny_models["roberta-mlm"]), "--out", str(out), "--opset", "14", "--json"])) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["opset"] == 14 and report["path"] == str(out) and max(report["parity"].values()) <= TOLERANCE
-    assert onnx.load(str(out)).opset_import[0].version == 14
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,20 +245,6 @@ def test_decoder_graph_alone_is_refused_and_a_missing_decoder_degrades(exported,
     assert a.tokens == generate(full, "the dogs near the cat", strategy="beam", num_beams=3, max_new_tokens=12).tokens
 
 
-def test_export_without_the_decoder_graph(tiny_models, tmp_path, capsys):
-    from app.cli.arguments import add_export_arguments
-    from app.cli.tools import cmd_export_onnx as run_export
-
-    p = argparse.ArgumentParser()
-    add_export_arguments(p)
-    assert run_export(p.parse_args([str(tiny_models["gpt2"]), "--out", str(tmp_path / "m.onnx"), "--no-decoder"])) == 0
-    assert "key/value cache" not in capsys.readouterr().out
-    assert not (tmp_path / "m.decoder.onnx").exists()
-    assert json.loads((tmp_path / "m.lmscope.json").read_text())["decoder"] is None
-    m = load_onnx(tmp_path / "m.onnx", "nodecoder")
-    assert not m.info.warnings and m.backend.decoder(torch.tensor([[5, 6]])) is None
-
-
 def test_graph_without_attention_outputs_still_loads(tiny_models, tmp_path):
     export_onnx(tiny_models["bert-mlm"], tmp_path / "m.onnx", attentions=False)
     m = load_onnx(tmp_path / "m.onnx", "noattn")
@@ -493,3 +353,18 @@ def test_layout_inference_from_output_names():
     lay = infer_layout({"last_hidden_state": 3, "hidden_states.10": 3, "hidden_states.2": 3, "attn_0": 4})
     assert lay.hidden_states == ("hidden_states.2", "hidden_states.10") and lay.attentions == ("attn_0",)
     assert infer_layout({"logits": 3}).attentions == ()
+
+
+def test_prune_keeps_every_input_and_the_other_outputs_exactly(exported):
+    from model.backends.onnx_backend import make_session
+
+    proto = onnx.load(str(exported["gpt2"].path))
+    pruned = prune(proto, {"attentions", "hidden_states"})
+    assert [o.name for o in pruned.graph.output] == ["attentions", "hidden_states"]
+    assert [i.name for i in pruned.graph.input] == [i.name for i in proto.graph.input]
+    assert len(pruned.graph.node) < len(proto.graph.node)
+    onnx.checker.check_model(pruned)
+    feed = {"input_ids": torch.tensor([[5, 6, 7, 8]]).numpy(), "attention_mask": torch.ones(1, 4, dtype=torch.long).numpy()}
+    full, part = make_session(proto.SerializeToString()), make_session(pruned.SerializeToString())
+    for a, b in zip(full.run(["attentions", "hidden_states"], feed), part.run(None, feed)):
+        assert (a == b).all()
