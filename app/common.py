@@ -1,7 +1,7 @@
-"""What every page shares: the model picker, cached loading and inspection, error display, lecture mode
-and the figure renderer with its download buttons.
+"""What every page shares: the model picker, cached loading and inspection, error display, and the figure
+renderer with its download buttons (the frame's own parts, such as the lecture-mode toggle: app/frame.py).
 
-Pages stay thin: widgets -> one call into `model/` through these helpers -> `app.figures` -> `show()`.
+Pages stay thin: widgets -> one call into `model/` through these helpers -> `app.figures.<page>` -> `show()`.
 This module does not import torch or transformers: the Models page draws while `lmscope app`'s warm-up
 thread still imports them, and reaches the engine only through `engine()` / `load()`, which wait for it.
 User mistakes come back as `None` after an `st.error`/`st.warning` explaining them, never a traceback:
@@ -12,16 +12,14 @@ User mistakes come back as `None` after an `st.error`/`st.warning` explaining th
     insp = common.inspect_text(loaded, text)        # spinner, per-session cache, InputError -> st.error
     if insp is None:
         return
-    common.show(figures.attention_heatmap(insp, 0, 0), "attention")
+    common.show(F.attention_heatmap(insp, 0, 0), "attention")    # F: app.figures.attention
 """
 from __future__ import annotations
 
 import html
 import json
-import logging
 import os
 import re
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,58 +27,19 @@ from typing import Any, Callable, Sequence
 import streamlit as st
 
 from app import model_notes, state
-from app.figures import LECTURE_FONT, LECTURE_TITLE_FONT
-from model import jobs
+from app.figures.style import LECTURE_FONT, LECTURE_TITLE_FONT
 from model.errors import LmscopeError
 from model.load import LoadedModel, ModelLoadError, import_engine, load_model
 from model.registry import ModelEntry, list_models
 
 DEFAULT_TEXT = "The capital of France is Paris."  # when no model is picked (see `page_text` for the rest)
+Need = str | Callable[[LoadedModel], str | None] | None  # what a page needs of its model (`load_picked`)
 INSPECTIONS_KEPT = 2  # per session: an inspection holds Q/K of every layer (~37 MB at 512 tokens, 12 x 768)
 IMAGE_FORMATS = ("png", "svg")
 
-# Lecture mode: large type and high contrast that still fits a 1280 x 720 projector. Only text is enlarged
-# (not the root font size, which would scale every rem of Streamlit's paddings and the sidebar with it):
-# slim page margins, navigation labels that wrap instead of being cut, tabs that wrap instead of scrolling.
-LECTURE_CSS = """
-<style>
-[data-testid="stAppViewContainer"], [data-testid="stSidebar"] { background: #ffffff !important; color: #000000 !important; }
-[data-testid="stMainBlockContainer"] { padding: 1.25rem 1.5rem 3rem 1.5rem !important; max-width: 100% !important; }
-[data-testid="stMain"] [data-testid="stMarkdownContainer"] p, [data-testid="stMain"] [data-testid="stMarkdownContainer"] li,
-[data-testid="stMain"] label p, [data-testid="stMain"] [data-testid="stWidgetLabel"] p {
-  font-size: 1.4rem !important; color: #000000 !important; font-weight: 500; }
-[data-testid="stSidebar"] [data-testid="stMarkdownContainer"] p, [data-testid="stSidebarNav"] span {
-  font-size: 1.15rem !important; white-space: normal !important; overflow: visible !important; color: #000000 !important; }
-[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 1.15rem !important; color: #222 !important; }
-h1 { font-size: 2.4rem !important; padding-top: 0 !important; } h2 { font-size: 1.9rem !important; } h3 { font-size: 1.6rem !important; }
-[data-testid="stMain"] input, [data-testid="stMain"] textarea { font-size: 1.35rem !important; color: #000 !important;
-  border: 2px solid #000 !important; }
-[data-testid="stMain"] button p { font-size: 1.25rem !important; }
-[data-testid="stTabs"] [role="tablist"] { flex-wrap: wrap !important; row-gap: 0.25rem; overflow: visible !important; }
-[data-testid="stTabs"] [role="tablist"] p { font-size: 1.2rem !important; }
-.lmscope-figtitle { font-size: 1.5rem; font-weight: 600; line-height: 1.3; color: #000; margin: 0.25rem 0 0; }
-</style>
-"""
-
-
-def _server_log() -> None:
-    """lmscope's own log lines (e.g. `lmscope.load: loaded model ...`, once per model and process) on the
-    server's stderr, next to Streamlit's. Only under a real server: not in AppTest or a CLI process."""
-    from streamlit.runtime import Runtime
-
-    log = logging.getLogger("lmscope")
-    if Runtime.exists() and not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-
-
-_server_log()
-
 
 # ---------------------------------------------------------------------------------------------------
-# Frame (called by app/main.py)
+# The engine (the frame, app/main.py, waits for it before a page that imports it)
 
 
 def engine() -> None:
@@ -89,59 +48,6 @@ def engine() -> None:
     module read from another thread fails (see model.load.IMPORT_LOCK). The frame calls this before every
     page that imports the engine; `load()` and `inspect_text()` wait the same way."""
     import_engine()
-
-
-def lecture_mode() -> bool:
-    """The sidebar's lecture-mode toggle (bound to ?lecture=1); injects large, high-contrast CSS."""
-    on = state.toggle("Lecture mode", "lecture", False, help="Large type and high contrast for projectors")
-    if on:
-        st.html(LECTURE_CSS)  # st.html keeps <style> (it strips scripts), and CSS applies page-wide
-    return on
-
-
-def server_session_id() -> str | None:
-    """The id the Streamlit server knows this browser session by (None outside a script run)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else None
-
-
-def live_server_sessions() -> set[str] | None:
-    """Ids of the sessions this server still holds (connected, or within Streamlit's reconnect window);
-    None when not running under a Streamlit server (AppTest, bare mode)."""
-    try:
-        from streamlit.runtime import Runtime
-
-        if not Runtime.exists():
-            return None
-        return {info.session.id for info in Runtime.instance()._session_mgr.list_sessions()}
-    except Exception:  # a private API: if it moves, fall back to the finalizers and the dead-process rule
-        return None
-
-
-UPLOAD_SWEEP_S = 30.0  # look for upload folders of ended sessions at most this often (per server process)
-_last_sweep = [0.0]
-
-
-def sweep_uploads(force: bool = False) -> None:
-    """Remove the upload folders of sessions that have ended (see `model.jobs.sweep_uploads`); cheap,
-    throttled, called by the frame after every run."""
-    now = time.monotonic()
-    if not force and now - _last_sweep[0] < UPLOAD_SWEEP_S:
-        return
-    _last_sweep[0] = now
-    try:
-        jobs.sweep_uploads(live_server_sessions())
-    except OSError:
-        pass
-
-
-def image_format_picker() -> str:
-    """Which format the camera button of every figure's toolbar saves (session only)."""
-    return st.radio("Figure download format", IMAGE_FORMATS, horizontal=True, key="image_format",
-                    help="The camera icon in each figure's toolbar saves in this format; "
-                         "'Download HTML' saves an interactive page that works offline.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,9 +225,9 @@ def model_options(key: str, extra: Sequence[str] = ()) -> list[str]:
 
 
 def model_picker(key: str = "model", label: str = "Model", prefer: Callable[[ModelEntry], bool] | None = None,
-                 need: str | None = None, sidebar: bool = True) -> LoadedModel | None:
+                 need: Need = None, sidebar: bool = True) -> LoadedModel | None:
     """Select box of the listed models bound to `?{key}=`; returns the loaded model, or None after a
-    message (no models, load error, or the model lacks capability `need`)."""
+    message (no models, load error, or the model cannot serve the view: see `load_picked`'s `need`)."""
     name = pick_model(key, label, prefer, sidebar)
     if name is None:
         return None
@@ -345,15 +251,22 @@ def pick_model(key: str = "model", label: str = "Model", prefer: Callable[[Model
     return name
 
 
-def load_picked(name: str, need: str | None = None) -> LoadedModel | None:
-    """The loading half of `model_picker`: load `name`, show its warnings, check capability `need`."""
+def load_picked(name: str, need: Need = None) -> LoadedModel | None:
+    """The loading half of `model_picker`: load `name`, show its warnings, check `need`: a capability the
+    model must have ("mlm", "causal", "attention"), or a view's test that gives the reason it cannot read a
+    model (None: it can), e.g. `model.projector.unavailable`."""
     loaded = load(name, where=st)
     if loaded is None:
         return None
     for w in loaded.info.warnings:
         st.warning(w)
-    if need and need not in loaded.info.capabilities:
+    if callable(need):
+        reason = need(loaded)
+    elif need and need not in loaded.info.capabilities:
         reason = loaded.info.unavailable.get(need, f"{loaded.info.name} cannot show this view")
+    else:
+        reason = None
+    if reason is not None:
         st.warning(f"{reason}. Pick another model in the sidebar.")
         return None
     return loaded

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, state
+from app import common, frame, state
 
 # Not "pages/": Streamlit would auto-discover that folder (legacy multipage mode) and serve a page's URL
 # by running its script alone, outside this frame.
@@ -66,7 +66,7 @@ try:
 finally:
     with st.sidebar:  # drawn after the page so they sit at the bottom of the sidebar
         st.divider()
-        common.lecture_mode()
-        common.image_format_picker()
+        frame.lecture_mode()
+        frame.image_format_picker()
     state.publish()
-    common.sweep_uploads()  # upload folders of sessions that have ended
+    frame.sweep_uploads()  # upload folders of sessions that have ended

@@ -79,7 +79,7 @@ def bench_stages(points: int = POINTS) -> list[Figure]:
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from app.figures_beyond import projection_figure
+    from app.figures.beyond import projection_figure
     from model import textsets
     from model.load import load_model
     from model.projector import project, token_states, warm_umap

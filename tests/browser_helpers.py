@@ -48,6 +48,17 @@ def need_browser() -> None:
 from app.launch import serving  # noqa: E402  (one server starter for tests and bench)
 
 
+def shipped_models(*names: str) -> Path:
+    """assets/models, the shipped demo models, for a test module's `demo_models`; a skip naming those of
+    `names` it lacks (`make demo-models` builds them)."""
+    from model.registry import ASSETS_MODELS
+
+    missing = [m for m in names if not (ASSETS_MODELS / m / "config.json").is_file()]
+    if missing:
+        pytest.skip(f"needs the shipped demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
+    return ASSETS_MODELS
+
+
 @contextmanager
 def lmscope_app(env: dict[str, str], log: Path | None = None):
     """Start `lmscope app` on a free port with `env` added; yields its base URL; stops its PID."""

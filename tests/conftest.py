@@ -19,3 +19,23 @@ def tiny_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {arch: build(arch, root) for arch in ARCHS}
+
+
+class LoadedModels(dict):
+    """arch name -> the tiny model loaded with `model.load.load_model`, each loaded when first asked for."""
+
+    def __init__(self, paths: dict[str, Path]):
+        super().__init__()
+        self.paths = paths
+
+    def __missing__(self, arch: str):
+        from model.load import load_model
+
+        self[arch] = load_model(self.paths[arch])
+        return self[arch]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models) -> LoadedModels:
+    """The tiny models, loaded once per test module (a module may define its own `models`)."""
+    return LoadedModels(tiny_models)

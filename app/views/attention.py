@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures, state
+from app import common, state
+from app.figures import attention as F, style
 from app.widgets import bertviz_view, neuron_view, saliency
 from model.inspect import InputError, Unavailable, neuron_data, neuron_unavailable
 
@@ -21,12 +22,12 @@ NO_TOKEN = None  # no token selected (left out of the URL)
 
 
 def _token_section(loaded, insp, layer: int, head: int, token: int) -> None:
-    row, col = figures.attends(insp, layer, head, token)
+    row, col = F.attends(insp, layer, head, token)
     t = insp.tokens[token]
     st.markdown(f"**Token {token} `{t.text}` attends to** (layer {layer}, head {head}; darker = more):")
-    st.html(figures.weighted_tokens_html(insp.tokens, row, token))
+    st.html(F.weighted_tokens_html(insp.tokens, row, token))
     st.markdown(f"**Tokens attending to {token} `{t.text}`:**")
-    st.html(figures.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
+    st.html(F.weighted_tokens_html(insp.tokens, col, token, rgb="230,85,13"))
     st.page_link("views/corpus_search.py", label=f"Tokens like {t.text!r} at layer {layer + 1} in a corpus (corpus search)",
                  query_params={"model": insp.model_name, "query": insp.text, "token": str(token), "layer": str(layer + 1)})
     saliency.panel(loaded, insp.text, {token: []}, title=f"Which tokens the prediction at token {token} depends on "
@@ -106,12 +107,12 @@ def render() -> None:
 
     left, right = st.columns([3, 2])
     with left:
-        common.show(figures.attention_heatmap(insp, layer, head, selected), "attention-heatmap")
+        common.show(F.attention_heatmap(insp, layer, head, selected), "attention-heatmap")
     with right:
-        thumbs = common.derived(insp, "thumbnails", lambda: figures.layer_thumbnails(insp))
-        font = figures.LECTURE_FONT if state.current("lecture", False) else figures.BASE_FONT  # common.show's sizes
-        common.show(figures.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")
-        note = figures.kv_caption(insp.num_heads, getattr(loaded.backend, "num_kv_heads", 0), head)
+        thumbs = common.derived(insp, "thumbnails", lambda: F.layer_thumbnails(insp))
+        font = style.LECTURE_FONT if state.current("lecture", False) else style.BASE_FONT  # common.show's sizes
+        common.show(F.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")
+        note = F.kv_caption(insp.num_heads, getattr(loaded.backend, "num_kv_heads", 0), head)
         if note:
             st.caption(note)
     st.caption("Blank cells are masked: the model gives them no attention at all (a decoder's future tokens, "
@@ -121,16 +122,16 @@ def render() -> None:
 
     panel = state.radio("Panel", "panel", PANELS, PANELS[0])
     if panel == "head view":
-        common.show(figures.head_lines(insp, layer, head, top_k, selected), "attention-head-view")
+        common.show(F.head_lines(insp, layer, head, top_k, selected), "attention-head-view")
     elif panel == "rollout":
         with st.spinner("Rolling attention out over all layers…"):
-            fig = figures.rollout_heatmap(insp, selected)
+            fig = F.rollout_heatmap(insp, selected)
         common.show(fig, "attention-rollout")
     elif panel == "head statistics":
         st.caption("Click a column header to sort. Entropy in nats (low: a focused head); distance: mean |query - key| "
                    "in tokens; special share: attention mass on special tokens such as [CLS] / [SEP].")
-        st.dataframe(figures.head_summary_table(insp), hide_index=True)
-        common.show(figures.head_summary_heatmaps(insp), "attention-head-statistics")
+        st.dataframe(F.head_summary_table(insp), hide_index=True)
+        common.show(F.head_summary_heatmaps(insp), "attention-head-statistics")
     else:
         _bertviz(loaded, insp, layer, head)
 

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import common, figures_gen as F, state
+from app import common, state
+from app.figures import compare as F
 
 MAX_CHARS = 2000  # characters of a longer text the page reads (PLL: one forward pass per token)
 

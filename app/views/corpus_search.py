@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures_beyond as FB, state
+from app import common, state
+from app.figures import beyond as FB
 from model.errors import LmscopeError
 from model.inspect import InputError, encode
 
@@ -30,16 +31,13 @@ def _index(_loaded, model_key: tuple, data: str, max_tokens: int):
 
 def render() -> None:
     st.title("Corpus search")
-    loaded = common.model_picker(prefer=common.prefers("attention"))
+    from model.projector import unavailable
+
+    loaded = common.model_picker(prefer=common.prefers("attention"), need=unavailable)
     if loaded is None:
         return
     from model.corpus_search import METRICS, query_vector, search
-    from model.projector import unavailable
 
-    reason = unavailable(loaded)
-    if reason is not None:
-        st.warning(f"{reason}. Pick another model in the sidebar.")
-        return
     query = state.text_input("Query text", "query", DEFAULT_QUERY)
     try:
         tokens = encode(loaded, query).tokens

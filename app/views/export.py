@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import common, figures, state
+from app import common, state
+from app.figures.attention import attention_heatmap
 from model.errors import LmscopeError
 from model.registry import runs_dir
 
@@ -121,7 +122,7 @@ def _side_by_side(torch_model, onnx_model, text: str) -> None:
             layer = state.slider("Layer", "layer", 0, b.num_layers - 1, 0)
         with c[1]:
             head = state.slider("Head", "head", 0, b.num_heads - 1, 0)
-        common.show(figures.attention_heatmap(b, layer, head), "onnx-attention")
+        common.show(attention_heatmap(b, layer, head), "onnx-attention")
     else:
         st.info(b.unavailable.get("attention", "The exported graph has no attention output."))
 

@@ -14,63 +14,26 @@ Keys: `ftmode` (classify | lm | distill), `model` (base / teacher), `ftdata`, `f
 from __future__ import annotations
 
 import json
-import secrets
 
 import streamlit as st
 
 from app import common, state
-from app import figures_finetune as FF
-from app import figures_gen as F
+from app.figures import finetune as FF
+from app.figures.generation import candidates_figure
+from app.figures.training import loss_figure
+from app.widgets import jobs as W
 from model import finetune_jobs as FJ
 from model import jobs as J
 from model.errors import LmscopeError
-from model.registry import runs_dir
 from model.train.labelled import BUILTIN_TASKS
+from model.train.progress import progress_of
 
 POLL_S = 2.0
-OWNER = "train_owner"  # the Train page's session owner id: one session, one set of jobs in one queue
 MODES = {"classify": "Classify sentences", "lm": "Continue LM training", "distill": "Distill a smaller student"}
 KINDS = ("finetune", "distill")
 FREEZE = {"none": "train everything", "lowest": "freeze the lowest layers", "head": "train the new head only"}
 TEXT = {"classify": "Whisk the eggs and bake the cake in the oven.", "lm": "the dogs near the", "distill": "the dogs near the"}
 DEFAULT_STEPS = {"classify": 60, "lm": 100, "distill": 200}
-
-
-@st.cache_resource(show_spinner=False)
-def _queue(root: str) -> J.JobQueue:
-    return J.JobQueue(root)
-
-
-def _owner() -> str:
-    if OWNER not in st.session_state:
-        st.session_state[OWNER] = secrets.token_hex(16)
-    return st.session_state[OWNER]
-
-
-def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
-    try:
-        job_id = queue.submit(owner, request)
-    except LmscopeError as e:
-        st.session_state["ft_note"] = ("error", str(e))
-        return
-    st.session_state["ft_job"] = job_id
-    st.session_state["ft_note"] = ("success", f"Submitted {job_id}.")
-
-
-def _control(fn, queue: J.JobQueue, owner: str, job_id: str) -> None:
-    try:
-        fn(queue, job_id, owner)
-    except LmscopeError as e:
-        st.session_state["ft_note"] = ("error", str(e))
-
-
-def _guard(owner: str) -> None:
-    guard = st.session_state.get("_upload_guard")
-    if guard is None or not guard.alive:  # removes the upload folder when this session ends (as on Train)
-        st.session_state["_upload_guard"] = J.UploadGuard(owner, common.server_session_id())
-
-
-# ---------------------------------------------------------------------------------------------------
 
 
 def _labelled_data(owner: str) -> str | None:
@@ -80,23 +43,16 @@ def _labelled_data(owner: str) -> str | None:
         task = state.selectbox("Built-in task", "fttask", list(BUILTIN_TASKS), "toy-agreement")
         st.caption(BUILTIN_TASKS[task])
         return task
+    if kind == "upload":
+        return W.upload(owner, 'A .csv (columns text, label) or .jsonl ({{"text", "label"}} per line), at most {limit}',
+                        ["csv", "jsonl"], "ft_upload", "Upload a file of labelled examples.", save=FJ.save_labelled_upload)
+    typed = st.text_area("One example per line, `label: text`", key="ft_typed", height=160,
+                         placeholder="sport: the striker scored a late goal\ncooking: bake the bread for an hour")
+    if not typed.strip():
+        st.info("Type a few examples of at least two labels.")
+        return None
     try:
-        if kind == "upload":
-            limit_mb = J.max_upload_bytes() / 2**20
-            f = st.file_uploader(f"A .csv (columns text, label) or .jsonl ({{\"text\", \"label\"}} per line), at most "
-                                 f"{limit_mb:g} MB", type=["csv", "jsonl"], key="ft_upload",
-                                 max_upload_size=max(1, int(limit_mb + 0.999)))
-            if f is None:
-                st.info("Upload a file of labelled examples.")
-                return None
-            _guard(owner)
-            return str(FJ.save_labelled_upload(owner, f.name, f.getvalue()))
-        typed = st.text_area("One example per line, `label: text`", key="ft_typed", height=160,
-                             placeholder="sport: the striker scored a late goal\ncooking: bake the bread for an hour")
-        if not typed.strip():
-            st.info("Type a few examples of at least two labels.")
-            return None
-        _guard(owner)
+        W.guard_uploads(owner)
         return str(FJ.save_typed_examples(owner, typed))
     except LmscopeError as e:
         st.error(str(e))
@@ -107,16 +63,8 @@ def _corpus(owner: str) -> str | None:
     kind = state.radio("Text", "ftdata", ("toyworld", "pydoc", "upload"), "toyworld")
     if kind != "upload":
         return kind
-    f = st.file_uploader("A .txt (blank line between documents) or .jsonl corpus", type=["txt", "jsonl"], key="ft_corpus")
-    if f is None:
-        st.info("Upload a corpus file.")
-        return None
-    try:
-        _guard(owner)
-        return str(J.save_upload(owner, f.name, f.getvalue()))
-    except LmscopeError as e:
-        st.error(str(e))
-        return None
+    return W.upload(owner, "A .txt (blank line between documents) or .jsonl corpus, at most {limit}", ["txt", "jsonl"],
+                    "ft_corpus", "Upload a corpus file.")
 
 
 def _form(queue: J.JobQueue, owner: str, mode: str) -> None:
@@ -142,7 +90,8 @@ def _form(queue: J.JobQueue, owner: str, mode: str) -> None:
             request["head_only"] = True
         elif freeze == "lowest":
             request["freeze_layers"] = int(c[2].number_input("Layers to freeze", 1, 48, 1, key="ft_frozen"))
-    st.button("Start", type="primary", disabled=data is None, key="ft_start", on_click=_submit, args=(queue, owner, request))
+    st.button("Start", type="primary", disabled=data is None, key="ft_start", on_click=W.submit,
+              args=(queue, owner, request, "ft"))
 
 
 def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
@@ -154,7 +103,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
     if was_active and job.state not in J.ACTIVE:
         st.rerun(scope="app")
     events = J.read_events(queue.dir(job_id))
-    prog = F.progress_of(events, job.total_steps)
+    prog = progress_of(events, job.total_steps)
     if job.state == "queued":
         st.info(f"Waiting in the queue: place {job.place}.")
     st.progress(prog.fraction, text=(job.message or job.label) if job.state not in J.ACTIVE else job.label)
@@ -173,7 +122,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
     if events:
         c = st.columns(2)
         with c[0]:
-            common.show(F.loss_figure(events), f"ft-loss-{job_id}", download=False)
+            common.show(loss_figure(events), f"ft-loss-{job_id}", download=False)
         with c[1]:
             if start.get("task") == "classify":
                 common.show(FF.heldout_figure(events, start.get("majority_baseline")), f"ft-acc-{job_id}", download=False)
@@ -188,11 +137,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: bool) -> None:
         common.show(FF.confusion_figure(last["confusion"], start.get("labels", [])), f"ft-conf-{job_id}", download=False)
     if job.state == "failed":
         st.error(job.message)
-    c = st.columns([1, 1, 4])
-    c[0].button("Stop", disabled=job.state not in J.ACTIVE, key=f"ft_stop_{job_id}", on_click=_control,
-                args=(J.JobQueue.stop, queue, owner, job_id))
-    c[1].button("Resume", disabled=job.state not in ("stopped", "failed"), key=f"ft_resume_{job_id}",
-                on_click=_control, args=(J.JobQueue.resume, queue, owner, job_id))
+    W.stop_resume(queue, owner, job, "ft")
 
 
 def _inside(queue: J.JobQueue, job: J.Job) -> None:
@@ -228,10 +173,10 @@ def _inside(queue: J.JobQueue, job: J.Job) -> None:
                         f"same most probable token: **{'yes' if d.same_top1 else 'no'}**")
             c = st.columns(2)
             with c[0]:
-                common.show(F.candidates_figure(d.a, d.a[0], title=f"{'teacher' if task == 'distill' else 'base'}: {base}"),
+                common.show(candidates_figure(d.a, d.a[0], title=f"{'teacher' if task == 'distill' else 'base'}: {base}"),
                             f"ft-dist-a-{job.id}", download=False)
             with c[1]:
-                common.show(F.candidates_figure(d.b, d.b[0], title=f"{'student' if task == 'distill' else 'fine-tuned'}: {name}"),
+                common.show(candidates_figure(d.b, d.b[0], title=f"{'student' if task == 'distill' else 'fine-tuned'}: {name}"),
                             f"ft-dist-b-{job.id}", download=False)
         if task != "distill":
             s = head_shift(a, b, text)
@@ -247,37 +192,21 @@ def _inside(queue: J.JobQueue, job: J.Job) -> None:
 
 def render() -> None:
     st.title("Fine-tune and distill")
-    owner = _owner()
-    queue = _queue(str(runs_dir()))
-    note = st.session_state.pop("ft_note", None)
-    if note:
-        getattr(st, note[0])(note[1])
+    owner, queue = W.owner(), W.queue()
+    W.show_note("ft")
     mode = state.radio("What to do", "ftmode", list(MODES), "classify", format_func=MODES.get)
     _form(queue, owner, mode)
-    try:
-        jobs = [j for j in queue.jobs(owner) if j.request.get("kind") in KINDS]
-    except LmscopeError as e:
-        st.error(str(e))
-        return
-    st.subheader("Your fine-tuning and distillation jobs")
-    if not jobs:
-        st.caption("None yet. Jobs belong to this browser session; finished models stay listed under runs/ for everyone.")
+    jobs = W.my_jobs(queue, owner, "Your fine-tuning and distillation jobs", KINDS)
+    if jobs is None:
         return
     st.dataframe([{"job": j.id, "from": j.request.get("base") or j.request.get("teacher"),
                    "data": str(j.request.get("corpus", "")).rsplit("/", 1)[-1], "status": j.label, "note": j.message}
                   for j in jobs], hide_index=True)
-    ids = [j.id for j in jobs]
-    if st.session_state.get("ft_job") not in ids:
-        st.session_state["ft_job"] = ids[0]
-    job_id = st.selectbox("Job", ids, key="ft_job")
-    job = next(j for j in jobs if j.id == job_id)
+    job = W.pick_job(jobs, "ft")
     active = job.state in J.ACTIVE
-    st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job_id, active)
+    st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job.id, active)
     if job.state == "finished":
-        seen = st.session_state.setdefault("train_listed", set())
-        if job.id not in seen:
-            seen.add(job.id)
-            common.listed_models.clear()
+        W.list_once(job)
         _inside(queue, job)
 
 

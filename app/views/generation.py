@@ -17,7 +17,8 @@ import html
 
 import streamlit as st
 
-from app import common, figures_gen as F, state
+from app import common, state
+from app.figures import beam_tree, generation as F, style
 from app.widgets import saliency
 from model.errors import LmscopeError
 from model.generate import SamplingConfig, generate, next_token_distribution
@@ -35,7 +36,7 @@ def _names(loaded):
 def _font() -> int:
     """The figures' type size: common.show enlarges it in lecture mode, and the stage chart and the beam
     tree size their rows and gaps from it."""
-    return F.LECTURE_FONT if state.current("lecture", False) else F.BASE_FONT
+    return style.LECTURE_FONT if state.current("lecture", False) else style.BASE_FONT
 
 
 def _eos_id(loaded) -> int | None:
@@ -238,14 +239,14 @@ def _beam_tree(results: dict | None) -> None:
     st.markdown("Every hypothesis beam search expanded: **kept** ones ran on, **pruned** ones fell out of the best "
                 "beams, **ended** ones stopped (end of text or length) without being returned, **finished** ones "
                 "are returned; the thick line is the best.")
-    path = F.best_path(r.beam_tree, [i for _, i in r.tokens])
+    path = beam_tree.best_path(r.beam_tree, [i for _, i in r.tokens])
     full = st.toggle(f"Every hypothesis ({len(r.beam_tree)} nodes)", key="gen_full_tree",
                      help="Off: only the final beams' ancestry, each run of tokens without a branch as one label")
-    nodes = r.beam_tree if full else F.compact_tree(r.beam_tree, path)
+    nodes = r.beam_tree if full else beam_tree.compact_tree(r.beam_tree, path)
     if not full:
         st.caption(f"The final beams and where they branched ({len(nodes)} of {len(r.beam_tree)} nodes); pruned and "
                    "ended side branches are hidden: switch on 'Every hypothesis' to see them.")
-    common.show(F.beam_tree_figure(nodes, path, font_size=_font(), compact=not full), "beam-tree")
+    common.show(beam_tree.beam_tree_figure(nodes, path, font_size=_font(), compact=not full), "beam-tree")
 
 
 def _attention(loaded, prompt: str, stepped: str, results: dict | None) -> None:

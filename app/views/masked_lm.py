@@ -11,7 +11,8 @@ import random
 
 import streamlit as st
 
-from app import common, figures, state
+from app import common, state
+from app.figures import masked_lm as F
 from app.widgets import saliency
 from model.inspect import InputError, encode
 from model.corruption import corrupt, mask_positions
@@ -41,14 +42,14 @@ def _training_panel(loaded, text: str, whole_word: bool) -> None:
     except InputError as e:
         st.error(str(e))
         return
-    st.html(figures.corruption_html(demo.rows))
+    st.html(F.corruption_html(demo.rows))
     counts = demo.counts()
     cols = st.columns(4)
     for col, (name, label) in zip(cols, [("mask", "→ mask token"), ("random", "→ random token"), ("kept", "kept, predicted"),
                                          ("untouched", "not chosen")]):
         col.metric(label, counts[name])
     with st.expander("Every token, with what happened and why"):
-        st.dataframe(figures.corruption_table(demo.rows), hide_index=True)
+        st.dataframe(F.corruption_table(demo.rows), hide_index=True)
 
 
 def _pill(token) -> str:
@@ -118,7 +119,7 @@ def render() -> None:
         truth = truths.get(insp.tokens[m.position].start)
         if truth is not None:
             st.caption(_hidden(m, truth))
-        common.show(figures.mask_bars(m, insp.tokens, truth), f"masked-lm-{m.position}")
+        common.show(F.mask_bars(m, insp.tokens, truth), f"masked-lm-{m.position}")
     if insp.masks:
         saliency.panel(loaded, masked_text, {m.position: [p.token for p in m.predictions] for m in insp.masks})
     st.divider()

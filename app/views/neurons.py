@@ -11,7 +11,8 @@ from collections import OrderedDict
 import pandas as pd
 import streamlit as st
 
-from app import common, figures_beyond as FB, state
+from app import common, state
+from app.figures import beyond as FB
 from model.inspect import InputError, Unavailable
 from model.neurons import MAX_K, neurons, unavailable
 
@@ -31,13 +32,9 @@ def _factors(loaded, text: str, layers, k: int):
 
 def render() -> None:
     st.title("Neurons")
-    loaded = common.model_picker(prefer=common.prefers("attention"))
+    loaded = common.model_picker(prefer=common.prefers("attention"), need=unavailable)
     text = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=100)
     if loaded is None:
-        return
-    reason = unavailable(loaded)
-    if reason is not None:
-        st.warning(f"{reason}. Pick another model in the sidebar.")
         return
     if not text.strip():
         st.error("The text is empty: type a sentence above.")

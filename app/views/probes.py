@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures_probes, state
+from app import common, state
+from app.figures import probes as F
 from model.errors import LmscopeError
 
 DEFAULT_PROBES = 300
@@ -51,14 +52,14 @@ def render() -> None:
     for col, g, label in ((c1, "none", "no attractor"), (c2, "same", "same-number attractor"),
                           (c3, "opposite", "opposite-number attractor")):
         col.metric(label, "-" if by[g] is None else f"{100 * by[g]:.1f}%")
-    common.show(figures_probes.agreement_figure(r), "agreement")
-    st.dataframe(figures_probes.agreement_table(r), hide_index=True)
+    common.show(F.agreement_figure(r), "agreement")
+    st.dataframe(F.agreement_table(r), hide_index=True)
     if r.skipped:
         st.info(f"{r.skipped} probes skipped: their verb forms are not one token each.")
     st.markdown("#### Example probes")
     st.caption("Scores are log-probabilities (nats; higher = preferred). Masked models: at the mask. Causal "
                "models: of the verb after the sentence's prefix, following a document's opening sentence.")
-    st.dataframe(figures_probes.examples_table(r), hide_index=True)
+    st.dataframe(F.examples_table(r), hide_index=True)
 
 
 render()

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import common, figures_beyond as FB, state
-from app.figures import LECTURE_FONT
+from app import common, state
+from app.figures import beyond as FB
+from app.figures.style import LECTURE_FONT
 from model.errors import LmscopeError
 from model.textsets import BUILTIN
 
@@ -54,14 +55,10 @@ def _upload() -> bytes | None:
 
 def render() -> None:
     st.title("Projector")
-    loaded = common.model_picker(prefer=common.prefers("attention"))
-    if loaded is None:
-        return
     from model.projector import unavailable
 
-    reason = unavailable(loaded)
-    if reason is not None:
-        st.warning(f"{reason}. Pick another model in the sidebar.")
+    loaded = common.model_picker(prefer=common.prefers("attention"), need=unavailable)
+    if loaded is None:
         return
     c = st.columns([2, 3, 2, 2, 2])
     with c[0]:

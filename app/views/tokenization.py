@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures, model_notes, state
+from app import common, model_notes, state
+from app.figures import tokenization as F
+from app.figures.text import esc
 from model.inspect import InputError, encode
 
 
@@ -61,11 +63,11 @@ def render() -> None:
         rows.append((name, text, enc.tokens))
     if not rows:
         return
-    st.dataframe(figures.tokenization_stats(rows), hide_index=True)
-    common.show(figures.tokenization_figure(rows), "tokenization")
+    st.dataframe(F.tokenization_stats(rows), hide_index=True)
+    common.show(F.tokenization_figure(rows), "tokenization")
     for name, _, tokens in rows:
-        st.markdown(f"**{figures.esc(name)}** — {sum(not t.special for t in tokens)} tokens (ids beneath each piece)")
-        st.html(figures.tokens_html(tokens))
+        st.markdown(f"**{esc(name)}** — {sum(not t.special for t in tokens)} tokens (ids beneath each piece)")
+        st.html(F.tokens_html(tokens))
 
 
 render()

@@ -11,21 +11,21 @@ Keys: `arch`, `preset`, `corpus` (toyworld | pydoc | upload | path), `corpus_pat
 """
 from __future__ import annotations
 
-import secrets
-
 import streamlit as st
 
-from app import common, figures_gen as F, state
+from app import common, state
+from app.figures import training as F
+from app.figures.generation import candidates_figure
+from app.widgets import jobs as W
 from model import jobs as J
 from model.errors import LmscopeError
-from model.registry import runs_dir
 from model.results import Prediction
 from model.train.config import MLM_ARCHS
 from model.train.layout import complete_checkpoints
 from model.train.presets import PRESETS
+from model.train.progress import progress_of
 
 POLL_S = 2.0  # live panel refresh while a job is queued or running
-OWNER = "train_owner"  # session_state: this session's random owner id (jobs are per session)
 CORPORA = ("toyworld", "pydoc", "upload", "path")
 CORPUS_HELP = {"toyworld": "the embedded toy world: generated sentences with agreement to learn (no file needed)",
                "pydoc": "real English: CPython's own documentation (the text behind help())",
@@ -35,59 +35,6 @@ PROBES = {True: "the dogs near the cat [MASK] .", False: "the dogs near the"}
 MAX_TREND_CHECKPOINTS = 6  # the trend over checkpoints loads each one (they stay cached)
 
 
-@st.cache_resource(show_spinner=False)
-def _queue(root: str) -> J.JobQueue:
-    """One queue object per server process and runs folder (its lock serialises this process's sessions)."""
-    return J.JobQueue(root)
-
-
-def _owner() -> str:
-    if OWNER not in st.session_state:
-        st.session_state[OWNER] = secrets.token_hex(16)
-    return st.session_state[OWNER]
-
-
-def _note(kind: str, text: str) -> None:
-    st.session_state["train_note"] = (kind, text)
-
-
-def _show_note() -> None:
-    note = st.session_state.pop("train_note", None)
-    if note:
-        getattr(st, note[0])(note[1])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Callbacks (run before the script: a click is never lost to a rerun)
-
-
-def _submit(queue: J.JobQueue, owner: str, request: dict) -> None:
-    try:
-        job_id = queue.submit(owner, request)
-    except LmscopeError as e:
-        _note("error", str(e))
-        return
-    st.session_state["train_job"] = job_id
-    _note("success", f"Submitted {job_id}.")
-
-
-def _stop(queue: J.JobQueue, owner: str, job_id: str) -> None:
-    try:
-        queue.stop(job_id, owner)
-    except LmscopeError as e:
-        _note("error", str(e))
-
-
-def _resume(queue: J.JobQueue, owner: str, job_id: str) -> None:
-    try:
-        queue.resume(job_id, owner)
-    except LmscopeError as e:
-        _note("error", str(e))
-
-
-# ---------------------------------------------------------------------------------------------------
-
-
 def _corpus(owner: str) -> str | None:
     """The corpus widgets; returns what to pass as --corpus, or None (with a message) when not ready."""
     kind = state.radio("Corpus", "corpus", CORPORA, "toyworld", help="\n\n".join(f"**{k}**: {v}" for k, v in CORPUS_HELP.items()))
@@ -95,20 +42,8 @@ def _corpus(owner: str) -> str | None:
     if kind in J.BUILTIN_CORPORA:
         return kind
     if kind == "upload":
-        limit_mb = J.max_upload_bytes() / 2**20
-        f = st.file_uploader(f"Corpus file (.txt or .jsonl, at most {limit_mb:g} MB)", type=["txt", "jsonl"],
-                             key="train_upload", max_upload_size=max(1, int(limit_mb + 0.999)))
-        if f is None:
-            st.info("Upload a corpus file to train on it.")
-            return None
-        try:
-            guard = st.session_state.get("_upload_guard")
-            if guard is None or not guard.alive:  # removes the folder when this session ends
-                st.session_state["_upload_guard"] = J.UploadGuard(owner, common.server_session_id())
-            return str(J.save_upload(owner, f.name, f.getvalue()))
-        except LmscopeError as e:
-            st.error(str(e))
-            return None
+        return W.upload(owner, "Corpus file (.txt or .jsonl, at most {limit})", ["txt", "jsonl"], "train_upload",
+                        "Upload a corpus file to train on it.")
     path = state.text_input("Corpus path on the server", "corpus_path", "")
     st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in J.corpus_roots()))
     if not path.strip():
@@ -143,7 +78,7 @@ def _form(queue: J.JobQueue, owner: str) -> None:
     if chars:
         request["char_cnn"] = True
     st.button("Start training", type="primary", disabled=corpus is None, key="train_start",
-              on_click=_submit, args=(queue, owner, request))
+              on_click=W.submit, args=(queue, owner, request, "train"))
 
 
 def _job_table(jobs: list[J.Job], shown: J.Job, shown_status: str) -> None:
@@ -167,7 +102,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: frozenset) -> 
     if frozenset(j.id for j in jobs if j.state in J.ACTIVE) != was_active:
         st.rerun(scope="app")
     events = J.read_events(queue.dir(job_id))
-    prog = F.progress_of(events, job.total_steps)
+    prog = progress_of(events, job.total_steps)
     status = f"running {prog.step}/{job.total_steps}" if job.state == "running" else job.label
     _job_table(jobs, job, status)
     if job.state == "queued":
@@ -192,11 +127,7 @@ def _live(queue: J.JobQueue, owner: str, job_id: str, was_active: frozenset) -> 
         st.error(job.message)
     elif job.state == "finished":
         st.success(f"Finished. The model is listed as **{queue.model_name(job_id)}** in the model picker of every page.")
-    c = st.columns([1, 1, 4])
-    c[0].button("Stop", disabled=job.state not in J.ACTIVE, key=f"train_stop_{job_id}", on_click=_stop,
-                args=(queue, owner, job_id), help="Saves a checkpoint, then stops; Resume continues from it")
-    c[1].button("Resume", disabled=job.state not in ("stopped", "failed"), key=f"train_resume_{job_id}",
-                on_click=_resume, args=(queue, owner, job_id))
+    W.stop_resume(queue, owner, job, "train")
 
 
 def _probe_predictions(path: str, probe: str, mlm: bool) -> list[Prediction] | None:
@@ -233,7 +164,7 @@ def _history(queue: J.JobQueue, job: J.Job) -> None:
     if preds is None:
         return
     title = f"step {chosen}: " + ("what fills the mask" if mlm else "the next token")
-    common.show(F.candidates_figure(preds, preds[0], title=title), f"probe-{job.id}", download=False)
+    common.show(candidates_figure(preds, preds[0], title=title), f"probe-{job.id}", download=False)
     if 1 < len(cks) <= MAX_TREND_CHECKPOINTS:
         rows = []
         for s, p in cks:
@@ -249,30 +180,16 @@ def render() -> None:
     for key in ("model", "text"):  # not used here, but kept in the URL for the other pages
         if state.get(key) is not None:
             state.put(key, state.get(key))
-    owner = _owner()
-    queue = _queue(str(runs_dir()))
-    _show_note()
+    owner, queue = W.owner(), W.queue()
+    W.show_note("train")
     _form(queue, owner)
-    try:
-        jobs = queue.jobs(owner)
-    except LmscopeError as e:
-        st.error(str(e))
+    jobs = W.my_jobs(queue, owner, "Your jobs")
+    if jobs is None:
         return
-    st.subheader("Your jobs")
-    if not jobs:
-        st.caption("None yet. Jobs belong to this browser session; finished models stay listed under runs/ for everyone.")
-        return
-    ids = [j.id for j in jobs]
-    if st.session_state.get("train_job") not in ids:
-        st.session_state["train_job"] = ids[0]
-    job_id = st.selectbox("Job", ids, key="train_job")  # a status in the labels would go stale between reruns
-    job = next(j for j in jobs if j.id == job_id)
+    job = W.pick_job(jobs, "train")
     active = frozenset(j.id for j in jobs if j.state in J.ACTIVE)
-    st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job_id, active)
-    seen = st.session_state.setdefault("train_listed", set())
-    if job.state == "finished" and job.id not in seen:
-        seen.add(job.id)
-        common.listed_models.clear()  # the new model appears in every picker now, not after the 15 s cache
+    st.fragment(_live, run_every=POLL_S if active else None)(queue, owner, job.id, active)
+    W.list_once(job)
     _history(queue, job)
 
 

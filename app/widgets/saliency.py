@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, figures_beyond as FB, state
+from app import common, state
+from app.figures import beyond as FB
+from app.figures.text import token_label
 from model.errors import LmscopeError
 
 METHODS = {"integrated gradients": "integrated_gradients", "grad x input": "grad_x_input", "off": None}
@@ -104,7 +106,7 @@ def panel(loaded, text: str, candidates: dict[int, list[str]], *, title: str = "
         return
     t = a.target
     what = "under" if t["kind"] == "masked" else "after"
-    common.show(FB.saliency_figure(a.tokens, a.scores, f"{label}: log p({FB.esc(t['token'])}) {what} token "
+    common.show(FB.saliency_figure(a.tokens, a.scores, f"{label}: log p({token_label(t['token'], raw=True)}) {what} token "
                                    f"{t['position']}; red raised it, blue lowered it"), name)
     note = (f"log p = {a.target_score:.3f} on the input, {a.baseline_score:.3f} on the baseline (word embeddings "
             f"zeroed, special tokens kept)")

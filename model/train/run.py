@@ -1,5 +1,5 @@
 """Running a training job from a front end: `run_train(config)` with a progress bar on stderr, and the
-clean exit a torchrun worker needs. The arguments live in the CLI (app/cli.py, `lmscope train`).
+clean exit a torchrun worker needs. The arguments live in the CLI (app/cli/arguments.py, `lmscope train`).
 
 Exit status 0 when training finished or stopped on request (SIGINT / SIGTERM / OUT/STOP, after a
 checkpoint); a user error (bad corpus, bad setting, diverging loss) raises ValueError for the caller.

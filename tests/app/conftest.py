@@ -7,6 +7,9 @@ by asserting there were none and that no Streamlit exception box is on the page.
 
 A test module picks its models by overriding `demo_models` (a folder, used as LMSCOPE_DEMO_MODELS) or
 `app_env` (extra environment, e.g. LMSCOPE_MODEL_ROOTS). Helpers live in tests/browser_helpers.py.
+
+For the AppTest page tests (no browser): `env` points the app at the module's `demo` folder; helpers live in
+tests/app_helpers.py.
 """
 from __future__ import annotations
 
@@ -74,3 +77,18 @@ def page(browser):
         assert outside == [], outside
     finally:
         pg.close()
+
+
+@pytest.fixture
+def env(demo, tmp_path, monkeypatch):
+    """AppTest: point the app at the module's `demo` folder and an empty runs folder; forget other tests'
+    cached model lists and loads."""
+    from app import common
+
+    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
+    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
+    common.listed_models.clear()
+    common.load_cached.clear()
+    yield tmp_path
+    common.listed_models.clear()
+    common.load_cached.clear()

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_page, page_url
-from model.registry import ASSETS_MODELS
+from browser_helpers import open_page, page_url, shipped_models
 
 pytestmark = pytest.mark.browser
 
@@ -37,10 +36,7 @@ SCATTER = """([n, traces]) => {
 
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
-    missing = [m for m in ("bert", "gpt2") if not (ASSETS_MODELS / m / "config.json").is_file()]
-    if missing:
-        pytest.skip(f"needs the trained demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
-    return ASSETS_MODELS
+    return shipped_models("bert", "gpt2")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_page
-from model.registry import ASSETS_MODELS
+from browser_helpers import open_page, shipped_models
 from model.train.english_probes import PARAGRAPH
 
 pytestmark = pytest.mark.browser
@@ -32,10 +31,7 @@ CHART_DRAWN = """([key, layer, count]) => {
 
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
-    missing = [m for m in NEEDED if not (ASSETS_MODELS / m / "config.json").is_file()]
-    if missing:
-        pytest.skip(f"needs the shipped demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
-    return ASSETS_MODELS
+    return shipped_models(*NEEDED)
 
 
 def wait_chart(page, key: str, layer: str = ".trace", count: int = 1, timeout: float = 60) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_page, page_url
-from model.registry import ASSETS_MODELS
+from browser_helpers import open_page, page_url, shipped_models
 
 pytestmark = pytest.mark.browser
 
@@ -70,10 +69,7 @@ def patient(page):
 
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
-    missing = [m for m in ("bert", "gpt2") if not (ASSETS_MODELS / m / "config.json").is_file()]
-    if missing:
-        pytest.skip(f"needs the trained demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
-    return ASSETS_MODELS
+    return shipped_models("bert", "gpt2")
 
 
 def wait_figure(page, key: str, timeout: float = 300) -> None:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import choose, open_page, page_url
-from model.registry import ASSETS_MODELS
+from browser_helpers import choose, open_page, page_url, shipped_models
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +35,7 @@ SENTENCE = "the dogs near the cat run quickly ."
 # Submitting a long text -> its figures drawn, against a text just longer than the models read (before the fix:
 # 33 s at 1,000 characters, a frozen tab at 3,000, a crashed renderer at 20,000).
 DRAW_RATIO, DRAW_SLACK_S = 2.0, 3.0
-MAX_TICKS = 80  # app.figures_gen.MAX_CHAR_TICKS
+MAX_TICKS = 80  # app.figures.compare.MAX_CHAR_TICKS
 # The plotly figure keyed `key` is drawn, its x axis titled `title`, and (if given) it has `n` traces.
 CHART_WITH_XTITLE = """([key, title]) => {
   const d = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
@@ -45,10 +44,7 @@ CHART_WITH_XTITLE = """([key, title]) => {
 
 @pytest.fixture(scope="module")
 def demo_models() -> Path:
-    missing = [m for m in DEMO_NEEDED if not (ASSETS_MODELS / m / "config.json").is_file()]
-    if missing:
-        pytest.skip(f"needs the trained demo models in {ASSETS_MODELS} (make demo-models); missing: {', '.join(missing)}")
-    return ASSETS_MODELS
+    return shipped_models(*DEMO_NEEDED)
 
 
 @pytest.fixture(scope="module")

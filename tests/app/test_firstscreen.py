@@ -130,7 +130,7 @@ def test_every_page_opens_on_a_shipped_demo_model_with_a_text_it_reads(use):
     vocabulary has every word it knows as one token; "The quick brown fox..." fell apart into bytes)."""
     if not all((SHIPPED / m / "config.json").is_file() for m in ("bert", "gpt2")):
         pytest.skip("needs the shipped demo models in assets/models (make demo-models)")
-    from app.figures import is_unknown
+    from app.figures.text import is_unknown
     from model.inspect import encode
 
     def unread(name: str, text: str) -> list[str]:

@@ -4,12 +4,12 @@ vocabulary gets a warning naming the model to use; a truncation warning names th
 listed model that reads the text whole."""
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+from app_helpers import open_page
+
 OUTSIDE = "Photosynthesis transforms luminous radiation into chemical potential"
 
 
@@ -32,13 +32,7 @@ def demo_models(tmp_path_factory):
     mp.undo()
 
 
-def app(page: str, **params) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.query_params.update(params)
-    at.switch_page(f"views/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+app = partial(open_page, first_run=False)  # a link that opens the page directly
 
 
 def test_picker_groups_and_describes_the_demo_models():

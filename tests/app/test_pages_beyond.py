@@ -3,15 +3,12 @@ Neurons, Projector and Corpus search pages) against tiny models, through app/mai
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
-MAIN = os.path.join(os.path.dirname(__file__), "..", "..", "app", "main.py")
-
+from app_helpers import chart, open_page, texts
 
 @pytest.fixture(scope="module")
 def demo(tiny_models, tmp_path_factory):
@@ -19,37 +16,6 @@ def demo(tiny_models, tmp_path_factory):
     for arch in ("gpt2", "bert-mlm", "bert-encoder"):
         shutil.copytree(tiny_models[arch], root / arch)
     return root
-
-
-@pytest.fixture
-def env(demo, tmp_path, monkeypatch):
-    from app import common
-
-    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
-    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
-    common.listed_models.clear()
-    common.load_cached.clear()
-    yield tmp_path
-    common.listed_models.clear()
-    common.load_cached.clear()
-
-
-def open_page(page: str, **params) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page(f"views/{page}.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest, name: str) -> dict:
-    for c in at.get("plotly_chart"):
-        if c.proto.id.endswith(f"fig_{name}"):
-            return json.loads(c.proto.spec)
-    raise AssertionError(f"no chart {name}: {[c.proto.id[-30:] for c in at.get('plotly_chart')]}")
 
 
 def z_row(spec: dict) -> list[float]:
@@ -61,10 +27,6 @@ def z_row(spec: dict) -> list[float]:
     return list(np.ravel(z))
 
 
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -74,7 +36,7 @@ def test_masked_lm_saliency_strip_matches_the_engine(env, demo):
 
     text = "the dogs near the cat [MASK] quickly."
     at = open_page("masked_lm", model="demo/bert-mlm", text=text)
-    assert not errors(at)
+    assert not texts(at, "error")
     spec = chart(at, "saliency")
     top = at.selectbox(key="qp_sal_token").value
     ref = attribute(load_model(demo / "bert-mlm"), text, target_token=top, steps=32)
@@ -84,7 +46,7 @@ def test_masked_lm_saliency_strip_matches_the_engine(env, demo):
     second = at.selectbox(key="qp_sal_token").options[1]
     at.selectbox(key="qp_sal_token").set_value(second).run()
     at.radio(key="qp_saliency").set_value("grad x input").run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     ref2 = attribute(load_model(demo / "bert-mlm"), text, target_token=second, method="grad_x_input")
     np.testing.assert_allclose(z_row(chart(at, "saliency")), ref2.scores, atol=1e-5)
     assert at.query_params["saliency"] == "grad x input" and at.query_params["sal_token"] == second
@@ -103,23 +65,23 @@ def test_saliency_is_cached_for_the_server_and_long_inputs_wait_for_a_click(env,
     with monkeypatch.context() as mp:
         mp.setattr(model.attribute, "attribute", refuse)
         at = open_page("masked_lm", model="demo/bert-mlm", text=text)  # a new session: the server's cache answers
-        assert not errors(at) and z_row(chart(at, "saliency")) == first
+        assert not texts(at, "error") and z_row(chart(at, "saliency")) == first
 
     monkeypatch.setattr(saliency, "WORK_BUDGET", 1.0)  # every input is now too long to run by itself
     at = open_page("masked_lm", model="demo/bert-mlm", text="the dogs [MASK] .")
     assert any("not run automatically" in i.value and "multiply-adds" in i.value for i in at.info)
     assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("fig_saliency")]
     at.button(key="saliency_anyway").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     assert len(z_row(chart(at, "saliency"))) > 0
 
 
 def test_generation_and_attention_saliency(env):
     at = open_page("generation", model="demo/gpt2", text="the dogs near the")
-    assert not errors(at)
+    assert not texts(at, "error")
     assert "after token" in chart(at, "saliency")["layout"]["title"]["text"]
     at = open_page("attention", model="demo/gpt2", text="the dogs near the cat", token="2")
-    assert not errors(at)
+    assert not texts(at, "error")
     assert "after token 2" in chart(at, "attention-saliency")["layout"]["title"]["text"]
     at = open_page("attention", model="demo/bert-encoder", text="the dogs near the cat", token="2")
     assert any("no language-model head" in i.value for i in at.info)
@@ -131,7 +93,7 @@ def test_neurons_page_draws_the_engines_factors(env, demo):
 
     text = "the dogs near the cat run quickly ."
     at = open_page("neurons", model="demo/gpt2", text=text, ffn_layer="1", k="3")
-    assert not errors(at)
+    assert not texts(at, "error")
     spec = chart(at, "neuron-components")
     ref = neurons(load_model(demo / "gpt2"), text, layers=[1], k=3)
     assert len(spec["data"][0]["y"]) == 3 and "layer 1" in spec["layout"]["title"]["text"]
@@ -160,7 +122,7 @@ def test_projector_page_pca_colours_and_clicked_point(env, demo, monkeypatch):
     warmed = []  # the page starts umap-learn's compilation (here recorded, not run: tens of seconds of CPU)
     monkeypatch.setattr(model.projector, "warm_umap", lambda: warmed.append(1))
     at = open_page("projector", model="demo/bert-mlm", data="english", layer="1", tokens="300", point="5")
-    assert not errors(at)
+    assert not texts(at, "error")
     spec = chart(at, "projector")
     ref = token_states(load_model(demo / "bert-mlm"), textsets.builtin("english"), [1], max_tokens=300)
     assert _points(spec) == len(ref.tokens) == 300 and warmed
@@ -189,7 +151,7 @@ def test_corpus_search_page_lists_the_engines_hits(env, demo):
     q = "the dogs near the cat run quickly ."
     at = open_page("corpus_search", model="demo/bert-mlm", data="english", tokens="300", query=q, token="2", layer="1",
                    hits="5")
-    assert not errors(at)
+    assert not texts(at, "error")
     table = at.dataframe[0].value
     m = load_model(demo / "bert-mlm")
     index = build_index(m, textsets.builtin("english"), max_tokens=300)  # the app's, under LMSCOPE_RUNS

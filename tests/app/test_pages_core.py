@@ -192,7 +192,7 @@ def test_masked_lm_picking_words_masks_them():
 
 
 def test_masked_lm_pair_probability_and_reseeding(tiny_models):
-    from app import figures
+    from app.figures import masked_lm as figures
     from model.load import load_model
     from model.corruption import corrupt
 

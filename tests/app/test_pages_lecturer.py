@@ -8,14 +8,13 @@
 """
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+from app_helpers import chart, open_page, texts
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +36,14 @@ def env(roots, monkeypatch):
     common.listed_models.clear()
 
 
-def app(page: str, **params) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=90)
-    at.query_params.update(params)
-    at.switch_page(f"views/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def chart(at: AppTest, name: str) -> dict:
-    for c in at.get("plotly_chart"):
-        if c.proto.id.endswith(f"fig_{name}"):
-            return json.loads(c.proto.spec)
-    raise AssertionError(f"no chart {name}")
-
-
-def texts(at: AppTest, kind: str) -> list[str]:
-    return [e.value for e in getattr(at, kind)]
+app = partial(open_page, first_run=False)  # a link that opens the page directly
 
 
 # ---------------------------------------------------------------------------------------------------
 
 
 def test_compare_reads_a_long_text_as_far_as_the_models_do():
-    from app.figures_gen import LENS_TEXT_TOKENS, MAX_CHAR_TICKS
+    from app.figures.compare import LENS_TEXT_TOKENS, MAX_CHAR_TICKS
     from app.views.compare import MAX_CHARS
 
     text = "the dogs near the cat run quickly; the cat near the dogs sleeps. " * 400  # 26,000 characters
@@ -91,7 +73,7 @@ def test_compare_reads_a_long_text_as_far_as_the_models_do():
 def test_logit_lens_figure_writes_cell_text_up_to_its_limit(n):
     import numpy as np
 
-    from app import figures_gen as F
+    from app.figures import compare as F
     from model.results import LogitLens, Token
 
     rng = np.random.default_rng(0)

@@ -2,16 +2,12 @@
 through app/main.py's navigation, as a browser session would reach them."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-MAIN = os.path.join(os.path.dirname(__file__), "..", "..", "app", "main.py")
-
+from app_helpers import chart, open_page, texts
 
 @pytest.fixture(scope="module")
 def demo(tiny_models, tmp_path_factory):
@@ -32,38 +28,6 @@ def demo(tiny_models, tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def env(demo, tmp_path, monkeypatch):
-    """Point the app at our models and an empty runs folder; forget other tests' cached model lists."""
-    from app import common
-
-    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
-    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
-    common.listed_models.clear()
-    common.load_cached.clear()
-    yield tmp_path
-    common.listed_models.clear()
-    common.load_cached.clear()
-
-
-def open_page(page: str, **params) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page(f"views/{page}.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest, name: str) -> dict:
-    for c in at.get("plotly_chart"):
-        if c.proto.id.endswith(f"fig_{name}"):
-            return json.loads(c.proto.spec)
-    raise AssertionError(f"no chart {name}: {[c.proto.id[-30:] for c in at.get('plotly_chart')]}")
-
-
 def values(v) -> list:
     """A plotly JSON array: plain list, or numpy's base64 typed array {"dtype", "bdata"}."""
     import base64
@@ -75,16 +39,12 @@ def values(v) -> list:
     return list(v)
 
 
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
 # ---------------------------------------------------------------------------------------------------
 
 
 def test_generation_stage_chart_follows_temperature(env):
     at = open_page("generation", model="demo/gpt2", text="the dogs near the")
-    assert at.title[0].value == "Generation" and not errors(at)
+    assert at.title[0].value == "Generation" and not texts(at, "error")
     default = chart(at, "sampling-stages")  # top-p 0.9 is on by default: greedy loops, plain sampling wanders
     assert [a["text"].split(":")[0].split(" (")[0] for a in default["layout"]["annotations"]] == ["model distribution", "top-p"]
     at.slider(key="qp_top_p").set_value(1.0).run()
@@ -107,7 +67,7 @@ def test_generation_step_by_step_adds_one_token_per_click(env):
     assert any(m.value == "**0 tokens generated**" for m in at.markdown)
     at.button(key="gen_next").click().run()
     at.button(key="gen_next").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     assert any(m.value == "**2 tokens generated**" for m in at.markdown)
     steps = at.session_state["gen_steps"]["steps"]
     assert len(steps) == 2 and all(s.pick.id == s.candidates[0].id for s in steps)  # greedy picks the best
@@ -125,7 +85,7 @@ def test_generation_step_by_step_adds_one_token_per_click(env):
 def test_generation_strategies_beam_tree_and_attention(env):
     at = open_page("generation", model="demo/gpt2", text="the cat", new_tokens="4", beams="3")
     at.button(key="gen_compare_btn").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     results = at.session_state["gen_compare"]["results"]
     assert set(results) == {"greedy", "sample", "beam"}
     tree = chart(at, "beam-tree")
@@ -154,12 +114,12 @@ def test_generation_refuses_a_masked_lm_politely(env):
 def test_generation_empty_prompt_is_an_error_message(env):
     at = open_page("generation", model="demo/gpt2", text="the")
     at.text_area(key="qp_text").set_value("   ").run()
-    assert not at.exception and any("empty" in e for e in errors(at))
+    assert not at.exception and any("empty" in e for e in texts(at, "error"))
 
 
 def test_compare_shows_both_models_and_elmo_directions(env):
     at = open_page("compare", model="demo/bert-mlm", model2="demo/gpt2", text="the dogs near the cat run.")
-    assert not errors(at)
+    assert not texts(at, "error")
     aligned = chart(at, "compare-aligned")
     assert [t["name"] for t in aligned["data"]] == ["demo/bert-mlm (masked LM, PLL)", "demo/gpt2 (causal LM)"]
     table = at.dataframe[0].value
@@ -176,11 +136,11 @@ def test_compare_shows_both_models_and_elmo_directions(env):
 
 def test_train_page_submits_runs_and_scrubs_checkpoints(env):
     at = open_page("train", model="demo/gpt2")
-    assert not errors(at) and any("None yet" in c.value for c in at.caption)
+    assert not texts(at, "error") and any("None yet" in c.value for c in at.caption)
     at.radio(key="qp_corpus").set_value("pydoc").run()
     at.number_input(key="qp_steps").set_value(4).run()
     at.button(key="train_start").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     table = at.dataframe[0].value
     job_id = table["job"][0]
     assert (env / "runs" / job_id / "job.json").is_file()  # the queue lives in the temp runs folder
@@ -222,7 +182,7 @@ def test_train_page_rejects_paths_outside_the_corpus_folders(env):
     at = open_page("train")
     at.radio(key="qp_corpus").set_value("path").run()
     at.text_input(key="qp_corpus_path").set_value("/etc/passwd").run()
-    assert not at.exception and any("outside the corpus folders" in e for e in errors(at))
+    assert not at.exception and any("outside the corpus folders" in e for e in texts(at, "error"))
     assert at.button(key="train_start").disabled
 
 
@@ -230,7 +190,7 @@ def test_export_page_exports_and_loads_back(env):
     at = open_page("export", model="demo/bert-mlm", text="the dogs near the [MASK] run.")
     assert [b.label for b in at.button if b.key == "export_btn"] == ["Export"]
     at.button(key="export_btn").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     parity, checks = at.dataframe[0].value, at.dataframe[1].value
     assert {"logits", "attentions"} <= set(parity["output"]) and (parity["max |onnx - torch| (relative)"] <= 1e-4).all()
     assert checks["result"][0] == "yes" and checks["result"].iloc[-1] == "same"
@@ -253,7 +213,7 @@ def test_export_page_exports_a_llama_family_decoder(env, tmp_path, monkeypatch):
     common.listed_models.clear()
     at = open_page("export", model="demo/llama", text="the quick brown fox jumps over the lazy dog")
     at.button(key="export_btn").click().run()
-    assert not at.exception and not errors(at)
+    assert not at.exception and not texts(at, "error")
     parity, checks = at.dataframe[0].value, at.dataframe[1].value
     assert {"logits", "attentions", "decoder"} <= set(parity["output"])
     assert (parity["max |onnx - torch| (relative)"] <= 1e-4).all()

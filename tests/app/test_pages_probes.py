@@ -2,14 +2,11 @@
 random models whose tokenizers know the toy world's words, and on an encoder without an LM head."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-MAIN = os.path.join(os.path.dirname(__file__), "..", "..", "app", "main.py")
-
+from app_helpers import open_page
 
 @pytest.fixture(scope="module")
 def demo(tiny_models, tmp_path_factory):
@@ -22,33 +19,9 @@ def demo(tiny_models, tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def env(demo, tmp_path, monkeypatch):
-    from app import common
-
-    monkeypatch.setenv("LMSCOPE_DEMO_MODELS", str(demo))
-    monkeypatch.setenv("LMSCOPE_RUNS", str(tmp_path / "runs"))
-    common.listed_models.clear()
-    common.load_cached.clear()
-    yield tmp_path
-    common.listed_models.clear()
-    common.load_cached.clear()
-
-
-def open_page(**params) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=120)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page("views/probes.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 @pytest.mark.parametrize("model", ["demo/toyworld-gpt2", "demo/toyworld-bert-mlm"])
 def test_probes_page_shows_agreement_per_kind(env, model):
-    at = open_page(model=model, probes="50")
+    at = open_page("probes", model=model, probes="50")
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Agreement probes"
     assert [m.label for m in at.metric] == ["no attractor", "same-number attractor", "opposite-number attractor"]
@@ -64,5 +37,5 @@ def test_probes_page_shows_agreement_per_kind(env, model):
 
 
 def test_probes_page_explains_a_model_without_lm_head(env):
-    at = open_page(model="demo/encoder", probes="50")
+    at = open_page("probes", model="demo/encoder", probes="50")
     assert any("masked or a causal LM head" in e.value for e in at.error)

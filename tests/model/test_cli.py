@@ -86,7 +86,7 @@ def test_user_errors_exit_2_with_one_line(capsys, tiny_models, needle, argv):
 def test_a_refusal_exits_2_and_a_bug_does_not(capsys, monkeypatch):
     """An LmscopeError raised anywhere under a command is the user's: status 2, its message on one line.
     A plain ValueError is a bug: status 1, named an internal error, and with LMSCOPE_DEBUG=1 its traceback."""
-    import app.cli as cli
+    from app.cli import look
     from model.errors import InputError
 
     def refuse(args):
@@ -95,10 +95,10 @@ def test_a_refusal_exits_2_and_a_bug_does_not(capsys, monkeypatch):
     def bug(args):
         raise ValueError("math domain error")
 
-    monkeypatch.setattr(cli, "cmd_models", refuse)
+    monkeypatch.setattr(look, "cmd_models", refuse)
     code, out, err = run(capsys, "models")
     assert (code, out, err) == (2, "", "error: layer 9 is out of range\n")
-    monkeypatch.setattr(cli, "cmd_models", bug)
+    monkeypatch.setattr(look, "cmd_models", bug)
     code, out, err = run(capsys, "models")
     assert code == 1 and err.startswith("error: internal error (ValueError: math domain error)")
     monkeypatch.setenv("LMSCOPE_DEBUG", "1")

@@ -161,7 +161,7 @@ def test_listing_reads_parameters_and_dtype_from_headers(paths, monkeypatch):
 
 
 def test_gqa_maps_are_per_query_head_with_their_group(paths):
-    from app.figures import kv_caption
+    from app.figures.attention import kv_caption
 
     m = load_model(paths["llama"])
     assert (m.backend.num_heads, m.backend.num_kv_heads) == (4, 2)

@@ -216,7 +216,8 @@ def test_character_input_reaches_the_trainer_command(tmp_path):
     argv = TrainRequest(arch="elmo", steps=5, char_cnn=True).argv(tmp_path / "out")
     assert argv[0] == "elmo" and "--char-cnn" in argv
     assert "--char-cnn" not in TrainRequest(arch="elmo", steps=5).argv(tmp_path / "out")
-    from app.cli import add_train_arguments, config_from_args
+    from app.cli.arguments import add_train_arguments
+    from app.cli.training import config_from_args
     import argparse
 
     p = argparse.ArgumentParser()

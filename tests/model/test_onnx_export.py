@@ -103,7 +103,8 @@ def test_export_of_a_loaded_model_leaves_the_shared_model_untouched(tiny_models,
 
 
 def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
-    from app.cli import add_export_arguments, cmd_export_onnx as run_export
+    from app.cli.arguments import add_export_arguments
+    from app.cli.tools import cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)
@@ -115,7 +116,8 @@ def test_cli_glue_with_another_opset(tiny_models, tmp_path, capsys):
 
 
 def test_export_without_the_decoder_graph(tiny_models, tmp_path, capsys):
-    from app.cli import add_export_arguments, cmd_export_onnx as run_export
+    from app.cli.arguments import add_export_arguments
+    from app.cli.tools import cmd_export_onnx as run_export
 
     p = argparse.ArgumentParser()
     add_export_arguments(p)

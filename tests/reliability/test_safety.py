@@ -125,8 +125,8 @@ def test_the_app_and_the_cli_stay_offline_and_local():
     argv = streamlit_argv("127.0.0.1", 8501)
     assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
     assert argv[argv.index("--browser.gatherUsageStats") + 1] == "false"
-    src = (ROOT / "app" / "launch.py").read_text() + (ROOT / "app" / "cli.py").read_text()
-    assert 'HF_HUB_OFFLINE' in src and '"--host", default="127.0.0.1"' in (ROOT / "app" / "cli.py").read_text()
+    src = (ROOT / "app" / "launch.py").read_text() + (ROOT / "app" / "cli" / "__init__.py").read_text()
+    assert 'HF_HUB_OFFLINE' in src and '"--host", default="127.0.0.1"' in (ROOT / "app" / "cli" / "arguments.py").read_text()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -256,47 +256,47 @@ def inspections(tiny_models):
 
 
 def test_every_html_snippet_escapes_user_text(inspections, tiny_models):
-    from app import figures, figures_gen as F
+    from app.figures import attention, compare, masked_lm, tokenization
     from model.load import load_model
     from model.corruption import CorruptionRow, corrupt
 
     mlm, causal = inspections
-    row, col = figures.attends(causal, 0, 0, 1)
-    assert_snippet_safe(figures.weighted_tokens_html(causal.tokens, row, 1))
-    assert_snippet_safe(figures.tokens_html(mlm.tokens))
+    row, col = attention.attends(causal, 0, 0, 1)
+    assert_snippet_safe(attention.weighted_tokens_html(causal.tokens, row, 1))
+    assert_snippet_safe(tokenization.tokens_html(mlm.tokens))
     demo = corrupt(load_model(tiny_models["bert-mlm"]), f"the cat {PAY} sleeps", seed=1)
     rows = [CorruptionRow(r.position, PAY, r.action, PAY, PAY) for r in demo.rows]
-    assert_snippet_safe(figures.corruption_html(rows))
+    assert_snippet_safe(masked_lm.corruption_html(rows))
     text = f"the dogs {PAY} run"
-    assert_snippet_safe(F.colored_tokens_html(text, causal.tokens, F.bits_to_prob(causal.surprisal)))
+    assert_snippet_safe(compare.colored_tokens_html(text, causal.tokens, compare.bits_to_prob(causal.surprisal)))
 
 
 def test_every_figure_escapes_user_text_and_downloads_safely(inspections):
     import numpy as np
 
-    from app import figures, figures_gen as F
+    from app.figures import attention as A, beam_tree, compare as C, generation as G, masked_lm, tokenization, training
     from model.results import BeamNode, FilterStage, Prediction
 
     mlm, causal = inspections
     figs = [
-        figures.attention_heatmap(mlm, 1, 2, selected=1), figures.rollout_heatmap(causal, 1),
-        figures.head_lines(mlm, 0, 1, 3, selected=2), figures.head_summary_heatmaps(causal),
-        figures.layer_head_grid(figures.layer_thumbnails(mlm), (0, 0)),
-        figures.tokenization_figure([(PAY, PAY, mlm.tokens), ("demo/gpt2", PAY, causal.tokens)]),
-        figures.mask_bars(mlm.masks[0], mlm.tokens, truth=PAY),
-        F.candidates_figure([Prediction(PAY, 1, 0.5), Prediction(PAYLOADS[1], 2, 0.3)], Prediction(PAY, 1, 0.5),
+        A.attention_heatmap(mlm, 1, 2, selected=1), A.rollout_heatmap(causal, 1),
+        A.head_lines(mlm, 0, 1, 3, selected=2), A.head_summary_heatmaps(causal),
+        A.layer_head_grid(A.layer_thumbnails(mlm), (0, 0)),
+        tokenization.tokenization_figure([(PAY, PAY, mlm.tokens), ("demo/gpt2", PAY, causal.tokens)]),
+        masked_lm.mask_bars(mlm.masks[0], mlm.tokens, truth=PAY),
+        G.candidates_figure([Prediction(PAY, 1, 0.5), Prediction(PAYLOADS[1], 2, 0.3)], Prediction(PAY, 1, 0.5),
                             title="step 1"),  # titles are the pages' own words, never user text
-        F.stage_figure([FilterStage("input", {}, np.full(50, 0.02, np.float32), 50),
+        G.stage_figure([FilterStage("input", {}, np.full(50, 0.02, np.float32), 50),
                         FilterStage("top_k", {"top_k": 5}, np.r_[np.full(5, 0.2), np.zeros(45)].astype(np.float32), 5)],
                        lambda ids: [PAY for _ in ids]),
-        F.beam_tree_figure([BeamNode(0, -1, 0, PAY, -1, 0.0, "kept"), BeamNode(1, 0, 1, PAYLOADS[1], 7, -0.3, "finished")],
+        beam_tree.beam_tree_figure([BeamNode(0, -1, 0, PAY, -1, 0.0, "kept"), BeamNode(1, 0, 1, PAYLOADS[1], 7, -0.3, "finished")],
                            best_path=[0, 1]),
-        F.generated_attention_figure(causal.attention(0, 0), causal.tokens, 5, title="layer 0, head 0"),
-        F.aligned_figure(f"the dogs {PAY} run", [F.ProbRow(PAY, causal.tokens, F.bits_to_prob(causal.surprisal), "causal")]),
-        F.probability_bars([F.ProbRow(PAY, mlm.tokens, F.bits_to_prob(mlm.surprisal), "pll")]),
-        F.logit_lens_figure(causal.logit_lens, causal.tokens, causal=True),
-        F.logit_lens_figure(mlm.logit_lens, mlm.tokens, causal=False),
-        F.checkpoint_predictions_figure([(10, [Prediction(PAY, 1, 0.4)]), (20, [Prediction(PAYLOADS[1], 2, 0.6)])], 20),
+        G.generated_attention_figure(causal.attention(0, 0), causal.tokens, 5, title="layer 0, head 0"),
+        C.aligned_figure(f"the dogs {PAY} run", [C.ProbRow(PAY, causal.tokens, C.bits_to_prob(causal.surprisal), "causal")]),
+        C.probability_bars([C.ProbRow(PAY, mlm.tokens, C.bits_to_prob(mlm.surprisal), "pll")]),
+        C.logit_lens_figure(causal.logit_lens, causal.tokens, causal=True),
+        C.logit_lens_figure(mlm.logit_lens, mlm.tokens, causal=False),
+        training.checkpoint_predictions_figure([(10, [Prediction(PAY, 1, 0.4)]), (20, [Prediction(PAYLOADS[1], 2, 0.6)])], 20),
     ]
     for fig in figs:
         assert_figure_safe(fig)
@@ -467,18 +467,18 @@ def test_the_frame_sweeps_with_the_servers_live_sessions(uploads, monkeypatch):
     from streamlit.runtime.session_manager import SessionInfo
     from streamlit.runtime.websocket_session_manager import WebsocketSessionManager
 
-    from app import common
+    from app import frame
     from model import jobs
 
     assert hasattr(WebsocketSessionManager, "list_sessions") and "session" in SessionInfo.__dataclass_fields__
-    assert common.live_server_sessions() is None  # no server here
+    assert frame.live_server_sessions() is None  # no server here
     keep = jobs.UploadGuard("erin", "s-keep")
     gone = jobs.UploadGuard("frank", "s-gone")
     gone._finalizer.detach()  # as if its session object were still somewhere in memory
     mgr = SimpleNamespace(list_sessions=lambda: [SimpleNamespace(session=SimpleNamespace(id="s-keep"))])
     monkeypatch.setattr(Runtime, "exists", classmethod(lambda cls: True))
     monkeypatch.setattr(Runtime, "instance", classmethod(lambda cls: SimpleNamespace(_session_mgr=mgr)))
-    common.sweep_uploads(force=True)
+    frame.sweep_uploads(force=True)
     assert keep.path.exists() and not gone.path.exists()
 
 

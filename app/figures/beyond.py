@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.figures import esc, token_labels
+from app.figures.text import esc, token_label, token_labels
 from model.results import Token
 
 SALIENCY_SCALE = "RdBu_r"  # red: raised the target's log-probability; blue: lowered it
@@ -29,7 +29,7 @@ def saliency_figure(tokens: Sequence[Token], scores: np.ndarray, title: str) -> 
     labels = token_labels(tokens)
     fig = go.Figure(go.Heatmap(
         z=s[None, :], x=labels, y=["score"], zmid=0.0, zmin=-top, zmax=top, colorscale=SALIENCY_SCALE,
-        text=[[esc(t.text) for t in tokens]], texttemplate="%{text}", name="saliency",
+        text=[[token_label(t.text, raw=True) for t in tokens]], texttemplate="%{text}", name="saliency",
         hovertemplate="%{x}<br>score %{z:.4f}<extra></extra>", colorbar=dict(title="score", thickness=12),
     ))
     fig.update_layout(title=dict(text=title, y=0.97, yref="container", yanchor="top"), height=190,
@@ -76,7 +76,7 @@ def component_text_html(tokens: Sequence[Token], factors: np.ndarray) -> str:
         rgb = COMPONENT_COLORS[c % len(COMPONENT_COLORS)]
         r, g, b = (int(rgb[j:j + 2], 16) for j in (1, 3, 5))
         parts.append(f'<span title="{i}: component {c} ({a:.0%})" style="background: rgba({r},{g},{b},{a:.2f}); '
-                     f'border-radius: 3px; padding: 1px 3px; margin: 1px; display: inline-block">{esc(t.text)}</span>')
+                     f'border-radius: 3px; padding: 1px 3px; margin: 1px; display: inline-block">{token_label(t.text, raw=True)}</span>')
     return '<div style="line-height: 2">' + "".join(parts) + "</div>"
 
 

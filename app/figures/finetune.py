@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.figures import BASE_FONT, esc, layer_head_grid
+from app.figures.attention import layer_head_grid
+from app.figures.style import BASE_FONT
+from app.figures.text import esc
 from model.classify import Prediction as ClassPrediction
 
 if TYPE_CHECKING:  # model.finetune_compare imports torch; the page imports this module before the engine

@@ -1,7 +1,7 @@
-"""The Fine-tune page's figures (pure functions) on hand-made results."""
+"""app/figures/finetune.py (the Fine-tune page's figures) on hand-made results."""
 import numpy as np
 
-from app import figures_finetune as FF
+from app.figures import finetune as FF
 from model.classify import Prediction
 from model.finetune_compare import HeadShift
 

@@ -1,19 +1,11 @@
-"""Result objects -> plotly figures, tables and small HTML snippets. Pure functions: no Streamlit, no torch.
-
-Every function takes the plain results of `model/` (an `Inspection`, a `MaskPrediction`, a
-`CorruptionDemo`) and returns a `plotly.graph_objects.Figure`, a `pandas.DataFrame` or an HTML string,
-so each is unit-tested without a browser. User text reaches plotly and HTML only escaped (`esc`): a
-`<script>` typed into the input is shown as text.
+"""Figures of the Attention page: one head's map, the rollout, the all-heads overview, the head view's
+lines, the weighted-token strip and the per-head summaries, from an `Inspection`.
 
 Size rule for long inputs: a figure carries at most one N x N map (the selected head or the rollout);
 the layer x head overview carries `THUMB`-pixel thumbnails, never all maps.
-
-    >>> token_labels([Token("[CLS]", 101, 0, 0, True), Token("the", 5, 0, 3, False, 0)])
-    ['0 [CLS]', '1 the']
 """
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,42 +14,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from model.results import Inspection, MaskPrediction, Token
+from app.figures.style import BASE_FONT, LINE, TICK_PAD, TRUTH_COLOR
+from app.figures.text import text_px, token_label, token_labels
+from model.results import Inspection, Token
 
 THUMB = 16  # thumbnail side in the layer x head overview: 12 x 12 heads x 16^2 = 37k values at any N
-UNK_SPELLINGS = ("[UNK]", "<unk>")  # BERT/ALBERT/RoBERTa unknown tokens; byte-level BPE never has one
-PIECE_COLORS = ("#c6dbef", "#fdd0a2")  # alternating fill of neighbouring pieces (blue / orange, colour-blind safe)
-SPECIAL_COLOR = "#d9d9d9"
-SPECIAL_WIDTH = 5.0  # characters of x-axis a special token's box takes outside the text
-UNK_COLOR = "#e34a33"
-ACTION_COLORS = {"special": "#d9d9d9", "untouched": "#ffffff", "mask": "#6baed6", "random": "#fd8d3c", "kept": "#74c476"}
-TOP_COLOR, OTHER_COLOR, TRUTH_COLOR = "#2171b5", "#9ecae1", "#e6550d"
-BASE_FONT = 12  # plotly's default type size (px)
-LECTURE_FONT = 18  # app.common.show's figure type size in lecture mode
-LECTURE_TITLE_FONT = 24  # and its titles' (4/3 of the type)
-LINE = 1.3  # a line of text is this many font sizes tall
-TICK_PAD = 8  # px between an axis and its tick labels, and around them
 TITLE_PAD = 8  # px kept between the figure's top edge and a title
 GRID_TITLE = ("All heads", "(tiles scaled to their own max)")  # the overview's title: name, explanation
 GRID_WIDTH_PX = 320  # plot width the overview's labels are thinned for: the right-hand column at 1400 px
-
-
-def esc(text: str) -> str:
-    """Escape user text for plotly labels and HTML (plotly renders a subset of HTML tags in labels)."""
-    return html.escape(text, quote=True)
-
-
-def token_labels(tokens: Sequence[Token]) -> list[str]:
-    """Unique axis labels `"<index> <piece>"`: two `the` tokens must stay two rows of a heatmap."""
-    return [f"{i} {esc(t.text)}" for i, t in enumerate(tokens)]
-
-
-def is_unknown(tok: Token) -> bool:
-    return not tok.special and tok.text in UNK_SPELLINGS
-
-
-# ---------------------------------------------------------------------------------------------------
-# Attention
 
 
 def attention_heatmap(insp: Inspection, layer: int, head: int, selected: int | None = None) -> go.Figure:
@@ -176,18 +140,13 @@ def grid_geometry(n_layers: int, n_heads: int, font_size: int = BASE_FONT) -> Gr
     # wide (no empty band beneath them when there are far more heads than layers)
     plot = float(min(820, max(60, min(max(200, 34 * n_layers), 1.25 * GRID_WIDTH_PX * units_h / units_w))))
     px_per_unit = min(GRID_WIDTH_PX / units_w, plot / units_h)  # tiles keep square (scaleanchor)
-    label_w = _label_px(f"h{n_heads - 1}", fs) + 4  # the widest column label plus some air
+    label_w = text_px(f"h{n_heads - 1}", fs) + 4  # the widest column label plus some air
     head_step = max(1, math.ceil(label_w / ((THUMB + 1) * px_per_unit)))
     layer_step = max(1, math.ceil((LINE * fs + 2) / ((THUMB + 1) * px_per_unit)))
     return GridGeometry(font_size=fs, title_size=title_size, pad=TITLE_PAD, title=LINE * title_size,
                         note=LINE * fs + 6 if fs > BASE_FONT else 0.0, gap=6.0, labels=LINE * fs + TICK_PAD,
-                        left=_label_px(f"L{n_layers - 1}", fs) + TICK_PAD + 4, plot=plot,
+                        left=text_px(f"L{n_layers - 1}", fs) + TICK_PAD + 4, plot=plot,
                         head_step=head_step, layer_step=layer_step)
-
-
-def _label_px(text: str, size: float) -> float:
-    """A generous estimate of a short Latin label's width in px (0.62 em per character)."""
-    return 0.62 * size * len(text)
 
 
 def layer_head_grid(thumbs: np.ndarray, selected: tuple[int, int] | None = None,
@@ -268,13 +227,13 @@ def head_lines(insp: Inspection, layer: int, head: int, top_k: int = 3, selected
                 fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
                                          line=dict(color=f"rgba({rgb},{0.15 + 0.85 * min(hi, 1.0):.2f})",
                                                    width=1 + 4 * lo), name=f"{kind} {lo:.1f}-{min(hi, 1):.1f}"))
-    labels = [esc(t.text) for t in insp.tokens]
+    labels = [token_label(t.text, raw=True) for t in insp.tokens]
     colors = ["#000000" if selected is None or i == selected else "#555555" for i in range(n)]
     for x, anchor in ((0, "middle left"), (1, "middle right")):
         fig.add_trace(go.Scatter(x=[x] * n, y=list(range(n)), mode="text", text=labels, textposition=anchor,
                                  textfont=dict(color=colors), showlegend=False, name="tokens",
                                  hovertemplate="%{text}<extra></extra>"))
-    who = f", token {selected} ({esc(insp.tokens[selected].text)})" if selected is not None else ""
+    who = f", token {selected} ({token_label(insp.tokens[selected].text, raw=True)})" if selected is not None else ""
     fig.update_layout(
         title=f"Head view, layer {layer} head {head}{who}: top {k} line(s) per token",
         height=int(min(4000, max(300, 18 * n + 80))), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
@@ -301,7 +260,7 @@ def weighted_tokens_html(tokens: Sequence[Token], weights: np.ndarray, selected:
         border = "2px solid #e6550d" if i == selected else "1px solid #bbb"
         parts.append(f'<span title="{i}: {float(v):.3f}" style="background: rgba({rgb},{float(v) / top:.2f}); '
                      f'border: {border}; border-radius: 3px; padding: 1px 3px; margin: 1px; display: inline-block; '
-                     f'color: {"#fff" if float(v) / top > 0.6 else "#000"}">{esc(t.text)}</span>')
+                     f'color: {"#fff" if float(v) / top > 0.6 else "#000"}">{token_label(t.text, raw=True)}</span>')
     return '<div style="line-height: 2">' + "".join(parts) + "</div>"
 
 
@@ -340,167 +299,3 @@ def head_summary_heatmaps(insp: Inspection) -> go.Figure:
         fig.update_xaxes(title="head", row=1, col=i + 1)
     fig.update_layout(height=int(min(600, 26 * s.entropy.shape[0] + 140)), margin=dict(l=10, r=10, t=60, b=10))
     return fig
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tokenization
-
-
-def tokenization_figure(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> go.Figure:
-    """Several tokenizers' cuts of one text on one character axis.
-
-    rows: (name, text, tokens) per tokenizer. Each piece is a bar from its first to its last character;
-    neighbouring pieces alternate colours, special tokens are grey boxes outside the text (before it or
-    after it), unknown tokens red. The top row shows the input's characters.
-    """
-    fig = go.Figure()
-    if not rows:
-        return fig
-    text = rows[0][1]
-    names = ["input"] + [esc(r[0]) for r in rows]
-    chars = [(i + 0.5, "␣" if c == " " else ("⏎" if c == "\n" else esc(c))) for i, c in enumerate(text)]
-    fig.add_trace(go.Scatter(x=[c[0] for c in chars], y=["input"] * len(chars), text=[c[1] for c in chars],
-                             mode="text", showlegend=False, name="input", hovertemplate="char %{x:.0f}<extra></extra>"))
-    for name, _, tokens in rows:
-        label = esc(name)
-        first = _first_real(tokens)
-        n_lead = first if first < len(tokens) else 0
-        trailing = 0  # specials after the first piece are stacked right of the text
-        groups: dict[str, dict[str, list]] = {}
-        ordinary = 0
-        for i, t in enumerate(tokens):
-            if t.special:
-                width = SPECIAL_WIDTH
-                if i < n_lead:  # leading specials ([CLS], <s>) sit left of character 0
-                    start = -0.5 - SPECIAL_WIDTH * (n_lead - i)
-                else:
-                    start = len(text) + 0.5 + SPECIAL_WIDTH * trailing
-                    trailing += 1
-                kind = "special"
-            else:
-                start, width = float(t.start), float(max(t.end - t.start, 0.3))
-                kind = "unknown" if is_unknown(t) else f"piece{ordinary % 2}"
-                ordinary += 1
-            g = groups.setdefault(kind, {"base": [], "x": [], "text": [], "hover": []})
-            g["base"].append(start)
-            g["x"].append(width)
-            g["text"].append(esc(t.text))
-            g["hover"].append(f"{esc(t.text)} · id {t.id} · chars {t.start}-{t.end}" + (" · special" if t.special else "")
-                              + (" · UNKNOWN" if kind == "unknown" else ""))
-        for kind, g in groups.items():
-            color = {"special": SPECIAL_COLOR, "unknown": UNK_COLOR, "piece0": PIECE_COLORS[0], "piece1": PIECE_COLORS[1]}[kind]
-            fig.add_trace(go.Bar(
-                base=g["base"], x=g["x"], y=[label] * len(g["x"]), orientation="h", text=g["text"], textposition="inside",
-                insidetextanchor="middle", marker=dict(color=color, line=dict(color="#444", width=1)),
-                hovertext=g["hover"], hoverinfo="text", showlegend=False, name=f"{label} {kind}",
-                textfont=dict(color="#fff" if kind == "unknown" else "#000"),
-            ))
-    fig.update_layout(
-        barmode="overlay", title="Tokens aligned on the input's characters (grey: special, red: unknown)",
-        height=int(110 + 60 * len(names)), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
-        xaxis=dict(title="character", range=[-12, min(len(text), 120) + 8], showgrid=False),
-        yaxis=dict(categoryorder="array", categoryarray=names[::-1], type="category"),
-        uniformtext=dict(minsize=8, mode="hide"),
-    )
-    return fig
-
-
-def _first_real(tokens: Sequence[Token]) -> int:
-    return next((i for i, t in enumerate(tokens) if not t.special), len(tokens))
-
-
-def tokens_html(tokens: Sequence[Token]) -> str:
-    """Colored pieces with their ids beneath, markers (`##`, `Ġ`, `▁`) kept; specials grey, unknown red."""
-    parts = []
-    ordinary = 0
-    for t in tokens:
-        if t.special:
-            bg, fg = SPECIAL_COLOR, "#000"
-        elif is_unknown(t):
-            bg, fg = UNK_COLOR, "#fff"
-        else:
-            bg, fg = PIECE_COLORS[ordinary % 2], "#000"
-            ordinary += 1
-        flag = " (special)" if t.special else (" (unknown)" if is_unknown(t) else "")
-        parts.append(
-            f'<span title="id {t.id}, chars {t.start}-{t.end}{flag}" style="display: inline-block; text-align: center; '
-            f'background: {bg}; color: {fg}; border: 1px solid #444; border-radius: 3px; margin: 2px; padding: 1px 4px; '
-            f'font-family: monospace; white-space: pre">{esc(t.text)}<br><small>{t.id}</small></span>'
-        )
-    return '<div style="line-height: 1.3">' + "".join(parts) + "</div>"
-
-
-def tokenization_stats(rows: Sequence[tuple[str, str, Sequence[Token]]]) -> pd.DataFrame:
-    """Per tokenizer: pieces (specials excluded), special tokens, unknown tokens, characters per piece,
-    and pieces per word (words = whitespace-separated)."""
-    out = []
-    for name, text, tokens in rows:
-        pieces = [t for t in tokens if not t.special]
-        words = max(1, len(text.split()))
-        out.append({
-            "model": name, "tokens": len(pieces), "special": len(tokens) - len(pieces),
-            "unknown": sum(is_unknown(t) for t in pieces),
-            "chars / token": round(len(text) / max(1, len(pieces)), 2),
-            "tokens / word": round(len(pieces) / words, 2),
-        })
-    return pd.DataFrame(out, columns=["model", "tokens", "special", "unknown", "chars / token", "tokens / word"])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Masked LM
-
-
-def mask_bars(mask: MaskPrediction, tokens: Sequence[Token], truth: str | None = None) -> go.Figure:
-    """Top-k predictions at one mask as horizontal bars, best on top; `truth` (the token that was
-    masked, when known) is drawn in orange. When the mask's `target` (the hidden token, from
-    `inspect(mask_targets=...)`) is not among them, it gets a bar of its own under a gap, labelled with
-    its rank over the whole vocabulary."""
-    preds = mask.predictions
-    truth = truth if truth is not None else (mask.target.token if mask.target is not None else None)
-    colors = [TRUTH_COLOR if truth is not None and p.token == truth else (TOP_COLOR if i == 0 else OTHER_COLOR)
-              for i, p in enumerate(preds)]
-    labels = [f"{i + 1}. {esc(p.token)}" for i, p in enumerate(preds)]
-    xs = [p.prob for p in preds]
-    t = mask.target
-    outside = t is not None and mask.target_rank is not None and all(p.id != t.id for p in preds)
-    if outside:  # a blank row, then the hidden token at its rank
-        labels += ["⋮", f"{mask.target_rank}. {esc(t.token)}"]
-        xs += [None, t.prob]
-        colors += [OTHER_COLOR, TRUTH_COLOR]
-    fig = go.Figure(go.Bar(
-        x=xs, y=labels, orientation="h",
-        marker=dict(color=colors), text=[("" if x is None else f"{x:.1%}" if x >= 0.001 else f"{x:.1e}") for x in xs],
-        textposition="outside", hovertemplate="%{y}: %{x:.4g}<extra></extra>", name=f"mask {mask.position}",
-    ))
-    ctx = _context(tokens, mask.position)
-    title = f"Token {mask.position}: {ctx}" + (f" (was {esc(truth)})" if truth else "")
-    fig.update_layout(title=title, height=int(90 + 26 * len(labels)), margin=dict(l=10, r=40, t=50, b=10),
-                      xaxis=dict(title="probability", range=[0, max([p.prob for p in preds] + [0.01]) * 1.2]),
-                      yaxis=dict(autorange="reversed", type="category"))
-    return fig
-
-
-def _context(tokens: Sequence[Token], pos: int, width: int = 4) -> str:
-    lo, hi = max(0, pos - width), min(len(tokens), pos + width + 1)
-    parts = [("<b>" + esc(t.text) + "</b>") if i == pos else esc(t.text) for i, t in enumerate(tokens[lo:hi], lo)]
-    return ("… " if lo > 0 else "") + " ".join(parts) + (" …" if hi < len(tokens) else "")
-
-
-def corruption_html(rows) -> str:
-    """The "how BERT was trained" sentence: each token as the model sees it, coloured by what happened
-    (blue: [MASK], orange: random token, green: kept but predicted, grey: special), original beneath."""
-    parts = []
-    for r in rows:
-        bg = ACTION_COLORS.get(r.action, "#fff")
-        under = esc(r.token) if r.action in ("mask", "random", "kept") else "&nbsp;"
-        parts.append(
-            f'<span title="{esc(r.reason)}" style="display: inline-block; text-align: center; background: {bg}; '
-            f'border: 1px solid #444; border-radius: 3px; margin: 2px; padding: 1px 4px; font-family: monospace">'
-            f'{esc(r.shown)}<br><small>{under}</small></span>'
-        )
-    return '<div style="line-height: 1.3">' + "".join(parts) + "</div>"
-
-
-def corruption_table(rows) -> pd.DataFrame:
-    return pd.DataFrame([{"#": r.position, "token": r.token, "action": r.action, "model sees": r.shown,
-                          "why": r.reason} for r in rows], columns=["#", "token", "action", "model sees", "why"])

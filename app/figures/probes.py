@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from app.figures import BASE_FONT
+from app.figures.style import BASE_FONT
 
 # what each row means, for the table and the hover text
 GROUP_LABELS = {

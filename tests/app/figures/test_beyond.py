@@ -1,10 +1,10 @@
-"""The projector's scatter draws every point exactly once, whatever the labels (app/figures_beyond.py)."""
+"""The projector's scatter draws every point exactly once, whatever the labels (app/figures/beyond.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.figures_beyond import projection_figure
+from app.figures.beyond import projection_figure
 
 
 @pytest.mark.parametrize("labels", [
