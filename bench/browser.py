@@ -19,8 +19,7 @@ d. time: navigation (new tab) -> that heatmap visible; baseline: eager forward +
    No target (INFO).
 e. time: a new text of as many tokens typed into the open page -> its heatmap drawn; target <= 3 s (this
    was a timed browser test; speed targets live here). Baseline as in d.
-f. --full only: c and e on a random model shaped like Qwen2-0.5B at 512 tokens (targets 4 MB and 3 s);
-   baselines: the eager forward's attention maps (bytes, time).
+(c and e on a model shaped like Qwen2-0.5B: bench.families, --full.)
 
 Skipped with one printed line when /usr/bin/chromium or playwright is missing.
 """
@@ -345,66 +344,6 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
     ]
 
 
-def bench_attention_view_qwen2(br: Browser, tmp: Path, n_tokens: int = 512) -> list[Figure]:
-    """f. the attention page on a random model shaped like Qwen2-0.5B (bench.families; 24 layers, 14 query /
-    2 key-value heads, vocabulary 151,936) at n_tokens: websocket bytes and the heatmap drawn after a new text
-    is typed into the open page (the model already loaded). Baseline: the same model's eager forward with
-    output_attentions=True (the arrays a tool that sends every map would have to send: their fp32 bytes)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.families import build_qwen2
-
-    roots = tmp / "models"
-    model_dir = build_qwen2(roots / "qwen2-0.5b-shape")
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    words = "the quick brown fox jumps over a lazy dog while students watch attention heads".split()
-    ids = tok(" ".join(words[i % len(words)] for i in range(n_tokens)))["input_ids"][:n_tokens]
-    text, other = tok.decode(ids), tok.decode(list(reversed(ids)))
-    n_text = len(tok(text)["input_ids"])
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
-    with torch.inference_mode():
-        t = time.perf_counter()
-        out = ref(input_ids=torch.tensor([tok(text)["input_ids"]]), output_attentions=True)
-        eager_s = time.perf_counter() - t
-    maps_bytes = sum(a.numel() * 4 for a in out.attentions)
-    del out, ref
-    env = {"LMSCOPE_DEMO_MODELS": str(tmp / "no-demo"), "LMSCOPE_RUNS": str(tmp / "runs"),
-           "LMSCOPE_MODEL_ROOTS": str(roots)}
-    ctx = br.context()
-    with serve(lmscope_argv, env) as (url, _):
-        page = ctx.new_page()
-        received = [0]
-        page.on("websocket", lambda ws: ws.on("framereceived",
-                                              lambda payload: received.__setitem__(0, received[0] + len(payload))))
-        page.goto(f"{url}/attention?" + urllib.parse.urlencode({"model": str(model_dir), "text": text}))
-        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_text], polling="raf", timeout=600_000)
-        page.wait_for_function(ALL_DRAWN, arg=3, polling=50, timeout=600_000)
-        time.sleep(0.3)  # frames already in flight
-        ours_bytes = received[0]
-        box = page.get_by_role("textbox", name="Text")
-        box.fill(other)
-        t = time.perf_counter()
-        box.press("Control+Enter")
-        n_other = len(tok(other)["input_ids"])
-        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_other], polling="raf", timeout=600_000)
-        typed_s = time.perf_counter() - t
-        bad = exception_shown(page)
-    ctx.close()
-    if bad:
-        raise RuntimeError("the attention page showed an exception")
-    label = f"{n_text} tok, Qwen2-0.5B shape"
-    return [
-        Figure(f"attention page ws bytes, {label}", ours_bytes / 1e6, maps_bytes / 1e6, "MB", "<= 4 MB",
-               ours_bytes <= 4e6, ours_does="websocket frames received, navigation -> page fully drawn",
-               baseline_does="the eager forward's attention maps (output_attentions=True), fp32 bytes"),
-        Figure(f"attention page, typed, {label}", typed_s, eager_s, "s", "<= 3 s", typed_s <= 3.0,
-               ours_does="a new text typed into the open page (model loaded) -> its heatmap drawn",
-               baseline_does="transformers eager forward with output_attentions=True, same model and length",
-               note=load_note()),
-    ]
-
-
 def run(full: bool = False, launch_only: bool = False, repeat: int | None = None) -> list[Figure]:
     why = unavailable()
     if why:
@@ -423,8 +362,6 @@ def run(full: bool = False, launch_only: bool = False, repeat: int | None = None
             if not launch_only:
                 figs.append(bench_rerun(br, demo, note, tmp, moves=20 if full else 10))
                 figs += bench_attention_view(br, tmp, 512 if full else 256)
-                if full:
-                    figs += bench_attention_view_qwen2(br, tmp)
         finally:
             br.close()
         if br.outside:
@@ -439,20 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="3 launches, 20 slider moves, 512 tokens (slow)")
     p.add_argument("--launch", action="store_true", help="only the launch figure (a), each launch printed")
     p.add_argument("--repeat", type=int, help="launches of each app for figure a (default 1, 3 with --full or --launch)")
-    p.add_argument("--qwen2", action="store_true", help="only figure f (the Qwen2-0.5B-shaped model, 512 tokens)")
     args = p.parse_args(argv)
-    if args.qwen2:
-        from playwright.sync_api import sync_playwright
-
-        with tempfile.TemporaryDirectory(prefix="lmscope-bench-browser-") as d, sync_playwright() as pw:
-            br = Browser(pw)
-            try:
-                figs = bench_attention_view_qwen2(br, Path(d))
-            finally:
-                br.close()
-        for f in figs:
-            print(f.line(), flush=True)
-        return 0
     for f in run(full=args.full, launch_only=args.launch, repeat=args.repeat):
         print(f.line(), flush=True)
     return 0

@@ -8,7 +8,8 @@ Figures (each against a baseline measured in the same run, in a child process so
     inspection time           lmscope's inspect() as the Attention page calls it vs transformers' eager
                               forward with output_attentions
     peak extra memory         resident memory above the loaded model during one inspect() (sampled every ms)
-The attention page's websocket bytes and heatmap time at this size are browser figures (bench.browser).
+    attention page bytes      websocket frames, navigation -> page drawn (Debian chromium), vs the eager maps' bytes
+    typed -> heatmap          a new 512-token text typed into the open page -> its heatmap drawn, vs the eager forward
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 from pathlib import Path
 
 from bench.engine import Figure
@@ -85,6 +88,65 @@ def _child(mode: str, model_dir: Path, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def attention_page(br, tmp: Path, n_tokens: int = TOKENS) -> list[Figure]:
+    """The attention page on the Qwen2-0.5B-shaped model at n_tokens: websocket bytes and the heatmap drawn after a new text
+    is typed into the open page (the model already loaded). Baseline: the same model's eager forward with
+    output_attentions=True (the arrays a tool that sends every map would have to send: their fp32 bytes)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.browser import ALL_DRAWN, HEATMAP_DRAWN, exception_shown, lmscope_argv, load_note, serve
+
+    roots = tmp / "models"
+    model_dir = build_qwen2(roots / "qwen2-0.5b-shape")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    words = "the quick brown fox jumps over a lazy dog while students watch attention heads".split()
+    ids = tok(" ".join(words[i % len(words)] for i in range(n_tokens)))["input_ids"][:n_tokens]
+    text, other = tok.decode(ids), tok.decode(list(reversed(ids)))
+    n_text = len(tok(text)["input_ids"])
+    ref = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    with torch.inference_mode():
+        t = time.perf_counter()
+        out = ref(input_ids=torch.tensor([tok(text)["input_ids"]]), output_attentions=True)
+        eager_s = time.perf_counter() - t
+    maps_bytes = sum(a.numel() * 4 for a in out.attentions)
+    del out, ref
+    env = {"LMSCOPE_DEMO_MODELS": str(tmp / "no-demo"), "LMSCOPE_RUNS": str(tmp / "runs"),
+           "LMSCOPE_MODEL_ROOTS": str(roots)}
+    ctx = br.context()
+    with serve(lmscope_argv, env) as (url, _):
+        page = ctx.new_page()
+        received = [0]
+        page.on("websocket", lambda ws: ws.on("framereceived",
+                                              lambda payload: received.__setitem__(0, received[0] + len(payload))))
+        page.goto(f"{url}/attention?" + urllib.parse.urlencode({"model": str(model_dir), "text": text}))
+        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_text], polling="raf", timeout=600_000)
+        page.wait_for_function(ALL_DRAWN, arg=3, polling=50, timeout=600_000)
+        time.sleep(0.3)  # frames already in flight
+        ours_bytes = received[0]
+        box = page.get_by_role("textbox", name="Text")
+        box.fill(other)
+        t = time.perf_counter()
+        box.press("Control+Enter")
+        n_other = len(tok(other)["input_ids"])
+        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_other], polling="raf", timeout=600_000)
+        typed_s = time.perf_counter() - t
+        bad = exception_shown(page)
+    ctx.close()
+    if bad:
+        raise RuntimeError("the attention page showed an exception")
+    label = f"{n_text} tok, Qwen2-0.5B shape"
+    return [
+        Figure(f"attention page ws bytes, {label}", ours_bytes / 1e6, maps_bytes / 1e6, "MB", "<= 4 MB",
+               ours_bytes <= 4e6, ours_does="websocket frames received, navigation -> page fully drawn",
+               baseline_does="the eager forward's attention maps (output_attentions=True), fp32 bytes"),
+        Figure(f"attention page, typed, {label}", typed_s, eager_s, "s", "<= 3 s", typed_s <= 3.0,
+               ours_does="a new text typed into the open page (model loaded) -> its heatmap drawn",
+               baseline_does="transformers eager forward with output_attentions=True, same model and length",
+               note=load_note()),
+    ]
+
+
 def run(full: bool = False, **overrides) -> list[Figure]:
     if not full:
         return []
@@ -92,6 +154,27 @@ def run(full: bool = False, **overrides) -> list[Figure]:
         d = build_qwen2(Path(tmp) / "qwen2", **overrides)
         ours, base = _child("ours", d, TOKENS), _child("eager", d, TOKENS)
     label = "Qwen2-0.5B shape" if not overrides else "Qwen2 shape (reduced)"
+    return _engine_figures(ours, base, label) + ([] if overrides else _browser_figures())
+
+
+def _browser_figures() -> list[Figure]:
+    from bench.browser import Browser, unavailable
+
+    why = unavailable()
+    if why:
+        print(f"{'bench.families (attention page)':<44} skipped: {why}", flush=True)
+        return []
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="lmscope-bench-families-") as d, sync_playwright() as pw:
+        br = Browser(pw)
+        try:
+            return attention_page(br, Path(d))
+        finally:
+            br.close()
+
+
+def _engine_figures(ours: dict, base: dict, label: str) -> list[Figure]:
     return [
         Figure(f"inspection {TOKENS} tok, {label}, 1 thread", ours["seconds"] * 1000, base["seconds"] * 1000, "ms",
                "<= 1.15x", ours["seconds"] <= 1.15 * base["seconds"],
