@@ -45,9 +45,9 @@ def test_en_gpt2_beats_the_unigram():
     assert q["probes_in_training_text"] == [] and q["heldout_overlap_sentences"] == 0
 
 
-# The acceptance. Not met by the shipped models (trained ~1 CPU-hour each on a machine without
-# AVX-512: cloze 0/28, prompts 1/26, see docs/demo-models-english.md). strict: a retrained model that meets
-# it turns this into a failure, so the mark is removed then.
+# The acceptance. Not met by the shipped models (4 x 256, 10-14 passes over ~1 M tokens of everyday
+# English, ~1 CPU-hour each: cloze 0/28, prompts 2/26, see docs/demo-models-english.md). strict: a retrained
+# model that meets it turns this into a failure, so the mark is removed then.
 @pytest.mark.xfail(strict=True, reason="the shipped en-* models are under-trained: probe acceptance not met")
 def test_half_the_cloze_and_half_the_prompts_are_right():
     b, g = _quality("en-bert"), _quality("en-gpt2")
