@@ -53,7 +53,7 @@ Query parameters (the README's table is generated from this list: `KEYS`):
     sal_token  str    masked-lm, generation, attention  which candidate token it explains
     ffn_layer  str    neurons                        feed-forward layer factorized: "all" or an index
     k          int    neurons                        NMF components
-    data       str    projector, corpus search       text set: "toyworld", "english", "pydoc" (or "upload": projector)
+    data       str    projector, corpus search       text set: "toyworld", "english", "pydoc", "wordnet" (or "upload")
     proj       str    projector                      projection: "pca" or "umap"
     color      str    projector                      colour by "label", "token" or "position"
     tokens     int    projector                      at most this many tokens are projected

@@ -140,6 +140,17 @@ class Browser:
         self.b.close()
 
 
+def typed_heatmap_seconds(page, text: str, rows: int, timeout_ms: int) -> float:
+    """`text` typed into the open attention page -> seconds from the submitting keypress to its heatmap (`rows`
+    rows) drawn."""
+    box = page.get_by_role("textbox", name="Text")
+    box.fill(text)
+    t = time.perf_counter()
+    box.press("Control+Enter")
+    page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", rows], polling="raf", timeout=timeout_ms)
+    return time.perf_counter() - t
+
+
 def exception_shown(page) -> bool:
     return page.locator("[data-testid=stException]").count() > 0
 
@@ -310,15 +321,8 @@ def bench_attention_view(br: Browser, tmp: Path, n_tokens: int) -> list[Figure]:
         ours_bytes = received[0]
         # e. typed into the open page: a short text first (so the n-row heatmap is gone), then a new
         # n-token text; measured from the submitting keypress to its heatmap drawn.
-        box = page.get_by_role("textbox", name="Text")
-        box.fill("the quick brown fox")
-        box.press("Control+Enter")
-        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", 6], polling="raf", timeout=120_000)
-        box.fill(other_text_of(n_tokens))
-        t = time.perf_counter()
-        box.press("Control+Enter")
-        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_tokens], polling="raf", timeout=120_000)
-        typed_s = time.perf_counter() - t
+        typed_heatmap_seconds(page, "the quick brown fox", 6, 120_000)
+        typed_s = typed_heatmap_seconds(page, other_text_of(n_tokens), n_tokens, 120_000)
         bad = exception_shown(page)
     ctx.close()
     if bad:

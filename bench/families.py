@@ -95,7 +95,8 @@ def attention_page(br, tmp: Path, n_tokens: int = TOKENS) -> list[Figure]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.browser import ALL_DRAWN, HEATMAP_DRAWN, exception_shown, lmscope_argv, load_note, serve
+    from bench.browser import (ALL_DRAWN, HEATMAP_DRAWN, exception_shown, lmscope_argv, load_note, serve,
+                               typed_heatmap_seconds)
 
     roots = tmp / "models"
     model_dir = build_qwen2(roots / "qwen2-0.5b-shape")
@@ -124,13 +125,7 @@ def attention_page(br, tmp: Path, n_tokens: int = TOKENS) -> list[Figure]:
         page.wait_for_function(ALL_DRAWN, arg=3, polling=50, timeout=600_000)
         time.sleep(0.3)  # frames already in flight
         ours_bytes = received[0]
-        box = page.get_by_role("textbox", name="Text")
-        box.fill(other)
-        t = time.perf_counter()
-        box.press("Control+Enter")
-        n_other = len(tok(other)["input_ids"])
-        page.wait_for_function(HEATMAP_DRAWN, arg=["Layer 0, head 0:", n_other], polling="raf", timeout=600_000)
-        typed_s = time.perf_counter() - t
+        typed_s = typed_heatmap_seconds(page, other, len(tok(other)["input_ids"]), 600_000)
         bad = exception_shown(page)
     ctx.close()
     if bad:

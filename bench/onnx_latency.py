@@ -183,7 +183,7 @@ def encoder_flops(n: int, layers: int, hidden: int, intermediate: int) -> float:
     return 2.0 * n * layers * (projections + attention)
 
 
-def _matmul_gflops(repeat: int, m: int = 128, k: int = 384, n: int = 1536) -> dict[str, float]:
+def matmul_gflops(repeat: int, m: int = 128, k: int = 384, n: int = 1536) -> dict[str, float]:
     """fp32 GFLOP/s of one (m, k) x (k, n) matmul -- the encoder's FFN shape -- in torch and in onnxruntime,
     1 thread, interleaved."""
     import onnx
@@ -213,7 +213,7 @@ def _ceiling_row(torch_model, repeat: int, n: int = 128) -> Row:
     so when the torch forward already runs near that rate, no graph can be 2x faster in float32."""
     import torch
 
-    rates = _matmul_gflops(repeat)
+    rates = matmul_gflops(repeat)
     cfg = torch_model.backend.model.config
     flops = encoder_flops(n, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size)
     floor_ms = flops / (rates["onnx"] * 1e9) * 1000

@@ -45,7 +45,7 @@ TRACE_BUDGET_BYTES = 256 * 2**20
 SEED_BITS = 31  # drawn seeds stay short enough to read and retype
 
 
-def _prompt_ids(loaded: Any, prompt: str) -> torch.Tensor:
+def prompt_ids(loaded: Any, prompt: str) -> torch.Tensor:
     """(1, seq) int64 ids of the prompt, without a closing [SEP] that would end the text."""
     from model.inspect import clean_text
 
@@ -92,7 +92,7 @@ def next_token_distribution(loaded: Any, prompt: str, cfg: SamplingConfig, top: 
     _require_causal(loaded)
     _check_settings(cfg.validate, loaded.backend.vocab_size)
     _check_top(top)
-    ids = _prompt_ids(loaded, prompt)
+    ids = prompt_ids(loaded, prompt)
     limit = loaded.backend.max_positions
     if limit is not None and ids.shape[1] > limit:  # past the position table: an IndexError deep in torch
         raise InputError(f"the prompt is {ids.shape[1]} tokens; the model reads at most {limit}: shorten it")
@@ -156,7 +156,7 @@ def generate(
     if strategy == "beam":
         _check_settings(check_settings, num_beams, max_new_tokens, length_penalty, early_stopping,
                         vocab_size=backend.vocab_size)
-    ids = _prompt_ids(loaded, prompt)  # (1, prompt)
+    ids = prompt_ids(loaded, prompt)  # (1, prompt)
     warnings: list[str] = []
     limit = backend.max_positions
     if limit is not None and ids.shape[1] + max_new_tokens > limit:

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel
 
-from bench.onnx_latency import _matmul_gflops, encoder_flops
+from bench.onnx_latency import matmul_gflops, encoder_flops
 
 
 @pytest.mark.parametrize("n, layers, hidden, heads", [(16, 2, 64, 4), (37, 3, 96, 6)])
@@ -23,6 +23,6 @@ def test_encoder_flops_matches_torch_flop_counter(n, layers, hidden, heads):
 
 
 def test_matmul_rates_are_measured_for_both_runtimes():
-    rates = _matmul_gflops(repeat=1, m=32, k=64, n=128)
+    rates = matmul_gflops(repeat=1, m=32, k=64, n=128)
     assert set(rates) == {"torch", "onnx"}
     assert all(v > 0 for v in rates.values())

@@ -97,12 +97,12 @@ def test_sliding_window_regions_are_masked(name, paths):
 
 @pytest.mark.parametrize("name", CAUSAL)
 def test_greedy_generation_equals_transformers(name, paths):
-    from model.generate import _prompt_ids
+    from model.generate import prompt_ids
 
     m = load_model(paths[name])
     ref = _reference(m, paths[name])
     res = generate(m, "the quick brown", strategy="greedy", max_new_tokens=8)
-    ids = _prompt_ids(m, "the quick brown")
+    ids = prompt_ids(m, "the quick brown")
     with torch.inference_mode():
         want = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
                             pad_token_id=m.tokenizer.eos_token_id)[0, ids.shape[1]:].tolist()
