@@ -1,7 +1,8 @@
 """The Fine-tune page in AppTest: the form for each mode, bad typed examples refused on the page, and a
 finished fine-tuning / distillation job (trained here in-process with tiny models, filed in the queue as
 this session's) shown with its record, label probabilities, the head-difference grid and the two models'
-distributions; the finished models are listed on the Models page."""
+distributions (teacher and student; base and LM-fine-tuned masked model); the finished models are listed on the
+Models page."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 TOPICS = Path(__file__).resolve().parents[2] / "assets" / "data" / "topics.csv"
 OWNER = "owner-of-the-test-session"
 CLF, STUDENT = "finetune-20260101-000000-abcdef", "distill-20260101-000001-abcdef"
+LM = "finetune-20260101-000002-abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,11 @@ def world(tiny_models, tmp_path_factory):
     finetune(FinetuneConfig(base=str(root / "bert-pretraining"), data=str(TOPICS), out_dir=str(runs / CLF), steps=3, threads=1))
     distill(DistillConfig(teacher=str(root / "gpt2"), corpus=str(corpus), out_dir=str(runs / STUDENT), steps=3,
                           layers=1, hidden=16, heads=2, threads=1))
+    finetune(FinetuneConfig(base=str(root / "bert-mlm"), data=str(corpus), task="lm", out_dir=str(runs / LM), steps=3,
+                            threads=1))
     for job_id, req in ((CLF, FinetuneRequest(base="demo/bert-pretraining", corpus=str(TOPICS), steps=3)),
-                        (STUDENT, DistillRequest(teacher="demo/gpt2", corpus=str(corpus), steps=3))):
+                        (STUDENT, DistillRequest(teacher="demo/gpt2", corpus=str(corpus), steps=3)),
+                        (LM, FinetuneRequest(base="demo/bert-mlm", corpus=str(corpus), task="lm", steps=3))):
         job = Job(id=job_id, session=OWNER, request=asdict(req), state="finished", queued_at=time.time(), total_steps=3)
         (runs / job_id / "job.json").write_text(json.dumps({k: v for k, v in job.to_json().items() if k != "place"}))
     mp = pytest.MonkeyPatch()
@@ -91,6 +96,18 @@ def test_a_finished_distillation_shows_teacher_and_student_side_by_side(world):
     assert any("top-1 agreement" in str(v) for v in at.dataframe[1].value.iloc[:, 0])
 
 
+def test_a_finished_lm_finetune_shows_base_and_tuned_mask_distributions_and_head_shift(world):
+    at = ok(page(model="demo/bert-mlm", ftmode="lm", fttext="the dogs near the [MASK] ."))
+    at.selectbox(key="ft_job").set_value(LM).run()
+    ok(at)
+    assert any(f"runs/{LM}" in s.value for s in at.success)
+    rows = list(at.dataframe[1].value.iloc[:, 0])
+    assert "held-out perplexity before" in rows and "held-out perplexity after" in rows
+    t = titles(at)
+    assert any(x.startswith("base: demo/bert-mlm") for x in t) and any(x.startswith(f"fine-tuned: runs/{LM}") for x in t)
+    assert any("How each head's attention changed" in x for x in t)
+
+
 def test_typed_examples_with_one_label_are_refused_on_the_page(world):
     at = ok(page(model="demo/bert-pretraining", ftdata="typed"))
     at.text_area(key="ft_typed").set_value("sport: a goal\nsport: a match\nsport: a race\nsport: a win").run()
@@ -105,4 +122,4 @@ def test_finished_models_are_listed_on_the_models_page(world):
     at.run()
     ok(at)
     listed = json.dumps([d.value.to_dict() for d in at.dataframe], default=str)
-    assert f"runs/{CLF}" in listed and f"runs/{STUDENT}" in listed
+    assert f"runs/{CLF}" in listed and f"runs/{STUDENT}" in listed and f"runs/{LM}" in listed
