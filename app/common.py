@@ -128,6 +128,7 @@ PAGE_MODELS: dict[tuple[str, str], tuple[str, ...]] = {
     ("generation", "model"): ("demo/gpt2", "demo/en-gpt2"),
     ("compare", "model"): ("demo/bert", "demo/en-bert"),
     ("compare", "model2"): ("demo/gpt2", "demo/en-gpt2"),
+    ("probes", "model"): ("demo/gpt2",),  # toy-world probes; the page's lesson is demo/gpt2 vs demo/gpt2-shortcut
 }
 OTHER_PAGES_MODELS = ("demo/bert", "demo/en-bert")  # Models, Tokenization, Export
 # corpus family -> what a page's text box opens with: "mask" on Masked LM, "prompt" on Generation, else "plain"

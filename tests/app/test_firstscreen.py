@@ -74,6 +74,7 @@ def test_the_preference_lists_name_only_models_that_can_show_their_page():
     for (page, key), names in common.PAGE_MODELS.items():
         assert names and all(n.startswith("demo/") for n in names)
     assert common.PAGE_MODELS[("generation", "model")][0] == "demo/gpt2"
+    assert common.PAGE_MODELS[("probes", "model")][0] == "demo/gpt2"  # not demo/elmo, the first causal LM by name
     assert all("[MASK]" in kinds["mask"] for kinds in common.TEXTS.values())
     assert all("[MASK]" not in kinds[k] for kinds in common.TEXTS.values() for k in ("plain", "prompt"))
 
