@@ -35,6 +35,7 @@ from model.registry import ModelEntry, list_models
 DEFAULT_TEXT = "The capital of France is Paris."  # when no model is picked (see `page_text` for the rest)
 Need = str | Callable[[LoadedModel], str | None] | None  # what a page needs of its model (`load_picked`)
 INSPECTIONS_KEPT = 2  # per session: an inspection holds Q/K of every layer (~37 MB at 512 tokens, 12 x 768)
+LAYER_VIEWS_KEPT = 2  # per session: one layer's Q/K each (`inspect_layer`)
 IMAGE_FORMATS = ("png", "svg")
 
 
@@ -277,33 +278,76 @@ def load_picked(name: str, need: Need = None) -> LoadedModel | None:
 # Inspection (per-session cache: an Inspection computes attention lazily and is not shared across sessions)
 
 
-def inspect_text(loaded: LoadedModel, text: str, pair: str | None = None, **kw) -> Any:
-    """`model.inspect.inspect` with a spinner, a small per-session cache, and user errors as messages."""
+def _inspection_key(loaded: LoadedModel, text: str, pair: str | None, kw: dict) -> tuple:
+    return loaded.info.path, loaded.info.backend, text, pair or None, tuple(sorted(kw.items()))
+
+
+def _text_checked(loaded: LoadedModel, text: str) -> bool:
+    """An empty text is an error (False); a text mostly outside the model's vocabulary gets a warning."""
     if not text or not text.strip():
         st.error("The text is empty: type a sentence above.")
-        return None
+        return False
     model_notes.vocabulary_warning(loaded, text, model_names())
-    cache: OrderedDict = st.session_state.setdefault("_inspections", OrderedDict())
-    key = (loaded.info.path, loaded.info.backend, text, pair or None, tuple(sorted(kw.items())))
+    return True
+
+
+def _cached_run(store: str, kept: int, key: tuple, message: str, run: Callable[[], Any]) -> Any:
+    """`run()` once per `key` in the session's cache `store` (the `kept` latest kept), with a spinner; a
+    refusal from model/ (LmscopeError) is shown and gives None."""
+    cache: OrderedDict = st.session_state.setdefault(store, OrderedDict())
     if key in cache:
         cache.move_to_end(key)
         return cache[key]["result"]
     engine()
-    from model.inspect import InputError, inspect
-
     try:
-        with st.spinner(f"Running {loaded.info.name}…"):
-            result = inspect(loaded, text, pair or None, **kw)
-    except InputError as e:
+        with st.spinner(message):
+            result = run()
+            # kept before the spinner closes: closing it is where a rerun the user asked for meanwhile (a
+            # slider moved while the model ran) interrupts this script, and the next run finds the result
+            cache[key] = {"result": result, "derived": {}}
+            while len(cache) > kept:
+                cache.popitem(last=False)
+    except LmscopeError as e:  # InputError (the text), Unavailable, or any other refusal from model/
         st.error(str(e))
         return None
-    except LmscopeError as e:
-        st.error(str(e))
-        return None
-    cache[key] = {"result": result, "derived": {}}
-    while len(cache) > INSPECTIONS_KEPT:
-        cache.popitem(last=False)
     return result
+
+
+def inspect_text(loaded: LoadedModel, text: str, pair: str | None = None, *, checks: bool = True, **kw) -> Any:
+    """`model.inspect.inspect` with a spinner, a small per-session cache, and user errors as messages.
+    checks: the empty-text error and the vocabulary warning (False: the page showed them already, through
+    `inspect_layer` for the same text)."""
+    if checks and not _text_checked(loaded, text):
+        return None
+
+    def run() -> Any:
+        from model.inspect import inspect
+
+        return inspect(loaded, text, pair or None, **kw)
+
+    return _cached_run("_inspections", INSPECTIONS_KEPT, _inspection_key(loaded, text, pair, kw),
+                       f"Running {loaded.info.name}…", run)
+
+
+def inspected(loaded: LoadedModel, text: str, pair: str | None = None, **kw) -> bool:
+    """Whether `inspect_text` with these arguments answers from this session's cache, without running the model."""
+    return _inspection_key(loaded, text, pair, kw) in st.session_state.get("_inspections", {})
+
+
+def inspect_layer(loaded: LoadedModel, text: str, layer: int, pair: str | None = None) -> Any:
+    """`model.progressive.inspect_layer`: one layer's attention maps from a forward pass stopped after that
+    layer (what a page draws before `inspect_text` has the rest), with the same checks, spinner, per-session
+    cache (the LAYER_VIEWS_KEPT latest) and messages as `inspect_text`."""
+    if not _text_checked(loaded, text):
+        return None
+
+    def run() -> Any:
+        from model.progressive import inspect_layer as first_layer
+
+        return first_layer(loaded, text, layer, pair or None)
+
+    return _cached_run("_layer_views", LAYER_VIEWS_KEPT, _inspection_key(loaded, text, pair, {"layer": layer}),
+                       f"Running {loaded.info.name} up to layer {layer}…", run)
 
 
 def derived(result: Any, name: str, fn: Callable[[], Any]) -> Any:

@@ -237,9 +237,14 @@ def _number(value: Any, default: int | float) -> int | float:
     return type(default)(value)
 
 
+def slider_value(key: str, min_value: int | float, max_value: int | float, default: int | float) -> int | float:
+    """The value `slider(..., key, min_value, max_value, default)` will show this run, before it is drawn."""
+    return min(max(_number(current(key, default), default), min_value), max_value)
+
+
 def slider(label: str, key: str, min_value: int | float, max_value: int | float, default: int | float, **kw):
     """A number slider bound to `key` (int or float, as `default`); values outside [min, max] are clamped."""
-    value = min(max(_number(current(key, default), default), min_value), max_value)
+    value = slider_value(key, min_value, max_value, default)
     st.session_state[widget_key(key)] = value  # clamp before the widget exists (allowed), never after
     if min_value == max_value:  # Streamlit refuses a slider with an empty range
         st.caption(f"{label}: {min_value}")

@@ -5,11 +5,13 @@ from its config with a small byte-level BPE tokenizer, inspected at 512 tokens.
     python -m bench.families --full
 
 Figures (each against a baseline measured in the same run, in a child process so memory is its own):
-    inspection time           lmscope's inspect() as the Attention page calls it vs transformers' eager
-                              forward with output_attentions
+    inspection time           lmscope's inspect() with next-token predictions at every position (as the
+                              CLI and the Generation page call it; the Attention page skips them) vs
+                              transformers' eager forward with output_attentions (which computes every logit too)
     peak extra memory         resident memory above the loaded model during one inspect() (sampled every ms)
     attention page bytes      websocket frames, navigation -> page drawn (Debian chromium), vs the eager maps' bytes
     typed -> heatmap          a new 512-token text typed into the open page -> its heatmap drawn, vs the eager forward
+                              (the page draws layer 0 from a forward stopped after it; the rest of the page follows)
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ if mode == "ours":
     enc = m.tokenizer(text)["input_ids"]
     text = m.tokenizer.decode(enc[:n])
     inspect(m, "warm up", summaries=False)
-    run = lambda: inspect(m, text, summaries=False)  # as the Attention page calls it (statistics: when shown)
+    run = lambda: inspect(m, text, summaries=False)  # with predictions, like the baseline's logits (statistics: off)
 else:
     from transformers import AutoTokenizer, AutoModelForCausalLM
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -136,7 +138,8 @@ def attention_page(br, tmp: Path, n_tokens: int = TOKENS) -> list[Figure]:
                ours_bytes <= 4e6, ours_does="websocket frames received, navigation -> page fully drawn",
                baseline_does="the eager forward's attention maps (output_attentions=True), fp32 bytes"),
         Figure(f"attention page, typed, {label}", typed_s, eager_s, "s", "<= 3 s", typed_s <= 3.0,
-               ours_does="a new text typed into the open page (model loaded) -> its heatmap drawn",
+               ours_does="a new text typed into the open page (model loaded) -> its heatmap drawn (layer 0, from "
+                         "a forward stopped after layer 0; the rest of the page is drawn after the whole inspection)",
                baseline_does="transformers eager forward with output_attentions=True, same model and length",
                note=load_note()),
     ]
@@ -173,9 +176,8 @@ def _engine_figures(ours: dict, base: dict, label: str) -> list[Figure]:
     return [
         Figure(f"inspection {TOKENS} tok, {label}, 1 thread", ours["seconds"] * 1000, base["seconds"] * 1000, "ms",
                "<= 1.15x", ours["seconds"] <= 1.15 * base["seconds"],
-               ours_does="lmscope inspect as the Attention page calls it: forward, every map recorded, "
-                         "next-token top-k and surprisal at every position (per-head statistics off: computed "
-                         "when that panel is shown)",
+               ours_does="lmscope inspect: forward, every map recorded, next-token top-k and surprisal at "
+                         "every position (per-head statistics off; the Attention page also skips the predictions)",
                baseline_does="transformers eager forward, output_attentions=True (all maps, all logits)"),
         Figure(f"peak extra memory, inspect {TOKENS} tok, {label}", ours["extra_mb"], base["extra_mb"], "MB",
                "<= 300 MB", ours["extra_mb"] <= 300, ours_does="peak memory of inspect beyond the loaded weights",

@@ -151,6 +151,7 @@ def inspect(
     logit_lens: bool = False,
     lens_top_k: int = 5,
     summaries: bool = True,
+    predictions: bool = True,
     mask_targets: Mapping[int, int] | Iterable[tuple[int, int]] = (),
 ) -> Inspection:
     """Run one text (or a sentence pair) through a model and collect everything the views need.
@@ -158,6 +159,9 @@ def inspect(
     top_k: predictions kept per mask / position. pll: masked-LM pseudo-log-likelihood (one extra
     forward per token, batched). logit_lens: each layer through the LM head (top `lens_top_k`).
     summaries: per-head entropy / distance / special share (one pass over all layers' maps).
+    predictions: masked-LM top-k at each mask, and a causal model's next-token top-k and surprisal (the LM
+    head at every position: at 512 tokens and a 152k vocabulary, about a third of the inspection); False
+    skips them for views that show none (the Attention page). `pll` and `logit_lens` are asked separately.
     mask_targets: {character offset in `text` where a mask token starts: id of the token it hides} (or
     those pairs): each such mask's `MaskPrediction.target` / `target_rank` give that token's probability
     and rank there, in the top k or not.
@@ -189,8 +193,8 @@ def inspect(
             result.head_summary = HeadSummary(s["entropy"], s["distance"], s["special_share"], s["max_entropy"])
 
     if "mlm" in info.capabilities:
-        _masked_lm(result, loaded, out, enc, top_k, pll, dict(mask_targets))
-    if "causal" in info.capabilities:
+        _masked_lm(result, loaded, out, enc, top_k, pll, dict(mask_targets), predictions)
+    if "causal" in info.capabilities and predictions:
         _causal(result, tok, out, enc, top_k, backend.vocab_size)
     if logit_lens and "lens" in info.capabilities:
         result.logit_lens = _logit_lens(loaded, hs, enc, lens_top_k)
@@ -203,10 +207,10 @@ def inspect(
 
 
 def _masked_lm(result: Inspection, loaded: LoadedModel, out, enc: Encoded, top_k: int, pll: bool,
-               targets: dict[int, int]) -> None:
+               targets: dict[int, int], predictions: bool = True) -> None:
     tok = loaded.tokenizer
     mask_id = tok.mask_token_id
-    positions = [i for i, t in enumerate(enc.tokens) if t.id == mask_id]
+    positions = [i for i, t in enumerate(enc.tokens) if t.id == mask_id] if predictions else []
     if positions:
         logits = out.logits_at(torch.tensor(positions))[0]  # (masks, vocab)
         logp, ids, probs = _topk(logits, top_k)  # (masks, vocab), (masks, k), (masks, k)

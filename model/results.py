@@ -210,6 +210,49 @@ class Inspection:
         return [t.to_json() for t in self.tokens]
 
 
+@dataclass
+class LayerAttention:
+    """One layer's attention maps of one text, from a forward pass that stopped after that layer
+    (`model.progressive.inspect_layer`): what a page draws while the whole inspection is still running.
+
+    tokens, num_layers, num_heads, warnings: what `Inspection` gives for the same text (num_layers counts
+    every layer of the model, not only those run).
+    layer:  the one layer held; `attention(layer, head)` is exactly `Inspection.attention(layer, head)`.
+    """
+
+    model_name: str
+    text: str
+    text_pair: str | None
+    tokens: list[Token]
+    layer: int
+    num_layers: int
+    num_heads: int
+    warnings: list[str] = field(default_factory=list)
+    attention_source: AttentionSource | None = field(default=None, repr=False)  # holds `layer` only, as its layer 0
+
+    @property
+    def has_attention(self) -> bool:
+        return self.attention_source is not None
+
+    def attention(self, layer: int, head: int) -> np.ndarray:
+        """(N, N) float32 map of one head of the layer held; rows are queries and sum to 1."""
+        self._check(layer, head)
+        return self.attention_source.head(0, head)
+
+    def attention_layer(self, layer: int) -> np.ndarray:
+        """(H, N, N) float16 maps of the layer held (as `Inspection.attention_layer`)."""
+        self._check(layer, 0)
+        return self.attention_source.layer(0)
+
+    def _check(self, layer: int, head: int) -> None:
+        if self.attention_source is None:
+            raise Unavailable("this model has no attention")
+        if layer != self.layer:
+            raise InputError(f"layer {layer} is not held here: only layer {self.layer} was computed")
+        if not 0 <= head < self.num_heads:
+            raise InputError(f"head {head} is out of range: this model has heads 0..{self.num_heads - 1}")
+
+
 @dataclass(frozen=True)
 class NeuronView:
     """Queries, keys and attention of every head of some layers for one text: what bertviz's neuron view

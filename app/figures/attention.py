@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from app.figures.style import BASE_FONT, LINE, TICK_PAD, TRUTH_COLOR
 from app.figures.text import text_px, token_label, token_labels
-from model.results import Inspection, Token
+from model.results import Inspection, LayerAttention, Token
 
 THUMB = 16  # thumbnail side in the layer x head overview: 12 x 12 heads x 16^2 = 37k values at any N
 TITLE_PAD = 8  # px kept between the figure's top edge and a title
@@ -24,8 +24,9 @@ GRID_TITLE = ("All heads", "(tiles scaled to their own max)")  # the overview's 
 GRID_WIDTH_PX = 320  # plot width the overview's labels are thinned for: the right-hand column at 1400 px
 
 
-def attention_heatmap(insp: Inspection, layer: int, head: int, selected: int | None = None) -> go.Figure:
-    """One head's (N, N) map: rows are queries (who attends), columns keys (attended to).
+def attention_heatmap(insp: Inspection | LayerAttention, layer: int, head: int, selected: int | None = None) -> go.Figure:
+    """One head's (N, N) map: rows are queries (who attends), columns keys (attended to); from a whole
+    inspection or from the one layer computed first (the same figure).
 
     Only this head's map is in the figure. `selected` outlines that token's row and column.
     """

@@ -2,7 +2,9 @@
 (head view with lines, rollout, per-head statistics, or bertviz: its head, model or neuron view).
 
 Stays fast on long inputs: the browser gets the selected head's N x N map, thumbnails of every head
-(pooled to 16 x 16, computed once per input) and the one lower panel chosen. bertviz's views, which carry
+(pooled to 16 x 16, computed once per input) and the one lower panel chosen. A new text draws the shown
+layer's map first, from a forward pass stopped after that layer (model.progressive), and the rest once the
+whole inspection (without next-token predictions, which this page never shows) is done. bertviz's views, which carry
 every head's map (the neuron view also each token's query and key vectors), are offered up to 64 tokens.
 Keys: `layer`, `head`, `token` (absent: none; forgotten when the model or text changes), `lines`, `panel`,
 `bertviz` ("head", "model" or "neuron") (plus `model`, `text`). The neuron view opens at the page's layer and head.
@@ -15,6 +17,7 @@ from app import common, state
 from app.figures import attention as F, style
 from app.widgets import bertviz_view, neuron_view, saliency
 from model.inspect import InputError, Unavailable, neuron_data, neuron_unavailable
+from model.progressive import draws_sooner
 
 PANELS = ("head view", "rollout", "head statistics", "bertviz")
 BERTVIZ_VIEWS = ("head", "model", "neuron")
@@ -82,33 +85,41 @@ def render() -> None:
     text = state.text_input("Text", "text", common.DEFAULT_TEXT, area=True, height=100)
     if loaded is None:
         return
-    # Per-head statistics stream over every layer's maps (seconds at 512 tokens): only when shown.
-    stats = state.current("panel", PANELS[0]) == "head statistics"
-    insp = common.inspect_text(loaded, text, summaries=stats)
-    if insp is None:
+    # Per-head statistics stream over every layer's maps (seconds at 512 tokens): only when shown. No next-token
+    # predictions: this page shows none (the LM head at every position is a third of an inspection at 152k words).
+    kw = dict(summaries=state.current("panel", PANELS[0]) == "head statistics", predictions=False)
+    shown = state.slider_value("layer", 0, max(0, loaded.backend.num_layers - 1), 0)  # the Layer slider's value
+    # A text not inspected yet: the shown layer's map first, from a forward pass stopped after that layer; the
+    # whole inspection (everything else on the page) runs once it is drawn.
+    first = not common.inspected(loaded, text, **kw) and draws_sooner(loaded, shown)
+    view = common.inspect_layer(loaded, text, shown) if first else common.inspect_text(loaded, text, **kw)
+    if view is None:
         return
-    common.show_warnings(insp)
-    if not insp.has_attention:
-        st.warning(insp.unavailable.get("attention", "this model has no attention"))
+    common.show_warnings(view)
+    if not view.has_attention:
+        st.warning(view.unavailable.get("attention", "this model has no attention"))
         return
-    n = len(insp.tokens)
+    n = len(view.tokens)
     c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
     with c1:
-        layer = state.slider("Layer", "layer", 0, insp.num_layers - 1, 0)
+        layer = state.slider("Layer", "layer", 0, view.num_layers - 1, 0)
     with c2:
-        head = state.slider("Head", "head", 0, insp.num_heads - 1, 0)
+        head = state.slider("Head", "head", 0, view.num_heads - 1, 0)
     state.forget_on_change("token", loaded.info.path, text)  # an index into these tokens only
     with c3:
         token = state.selectbox("Selected token", "token", [NO_TOKEN, *range(n)], NO_TOKEN,
-                                format_func=lambda i: "(none)" if i == NO_TOKEN else f"{i}: {insp.tokens[i].text}")
+                                format_func=lambda i: "(none)" if i == NO_TOKEN else f"{i}: {view.tokens[i].text}")
     with c4:
         top_k = state.number_input("Lines / token", "lines", 1, 10, 3)  # not Masked LM's `topk`
     selected = None if token == NO_TOKEN else token
 
     left, right = st.columns([3, 2])
-    with left:
-        common.show(F.attention_heatmap(insp, layer, head, selected), "attention-heatmap")
+    with left:  # (with `first`, layer == shown: the slider clamps as slider_value did, to the same layers)
+        common.show(F.attention_heatmap(view, layer, head, selected), "attention-heatmap")
     with right:
+        insp = common.inspect_text(loaded, text, checks=False, **kw) if first else view
+        if insp is None:
+            return
         thumbs = common.derived(insp, "thumbnails", lambda: F.layer_thumbnails(insp))
         font = style.LECTURE_FONT if state.current("lecture", False) else style.BASE_FONT  # common.show's sizes
         common.show(F.layer_head_grid(thumbs, (layer, head), font_size=font), "attention-all-heads")

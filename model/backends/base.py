@@ -142,6 +142,7 @@ class Backend(ABC):
     has_pair_head: bool = False
     has_attention: bool = True
     causal: bool = False  # a query attends only to itself and earlier positions (a decoder)
+    stops_early: bool = False  # `layer_attention` runs the model only up to the layer asked for
 
     def qk_unavailable(self) -> str | None:
         """Why `forward` gives no per-layer queries and keys (`ForwardOutput.qk`), or None when it does."""
@@ -159,6 +160,24 @@ class Backend(ABC):
         hidden_states: bool = True,
     ) -> ForwardOutput:
         """One forward pass, no gradients."""
+
+    def layer_attention(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        layer: int,
+    ) -> Callable[..., torch.Tensor] | None:
+        """One layer's attention callable, the same as `forward(...).attention[layer]`, running the model no
+        further than that layer where the backend can (`stops_early`); this default runs the whole forward.
+        None when the forward gives no attention."""
+        out = self.forward(input_ids, attention_mask, token_type_ids, attentions=True, hidden_states=False)
+        if not out.attention:
+            return None
+        if not 0 <= layer < len(out.attention):
+            raise InputError(f"layer {layer} is out of range: this model has layers 0..{len(out.attention) - 1}")
+        return out.attention[layer]
 
     def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
         """Logit lens: (batch, seq, hidden) hidden state of `layer` (0 = embeddings) through the

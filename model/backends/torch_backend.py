@@ -1,91 +1,33 @@
 """The torch backend: a transformers model run on the CPU, with attention recorded as queries and keys.
 
 How attention weights are obtained: transformers 5 dispatches every attention layer through
-`AttentionInterface`. We register one more implementation, "lmscope", that (1) records the layer's
+`AttentionInterface`. We register one more implementation, "lmscope" (model.backends.recording), that (1) records the layer's
 query, key, mask and scale when an inspection asks for it, and (2) computes the layer's output with
 PyTorch's fused `scaled_dot_product_attention` — the same output eager attention gives (to ~1e-6).
 `kernels.attention.attention_probs` later turns the recorded Q/K into exactly the probabilities eager
 attention computes (tests compare with `output_attentions` of an eager model to 1e-5). The recorded Q/K
 themselves are handed out too (`ForwardOutput.qk`, for bertviz's neuron view). So weights always
 exist, the forward pass costs what a forward without attentions costs, and maps are computed one layer
-at a time when a page looks at them.
+at a time when a page looks at them. One layer's maps alone (`layer_attention`) stop the forward pass
+right after that layer.
 
 Models whose attention layers do not go through `AttentionInterface` are loaded with
 `attn_implementation="eager"` and `output_attentions=True` instead (checked by a probe at load time).
 """
 from __future__ import annotations
 
-import contextvars
-import ctypes
-import sys
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from kernels.attention import attention_probs
 from model import capabilities, families
 from model.backends.base import Backend, Decoder, ForwardOutput
+from model.backends.recording import IMPLEMENTATION, RECORDER, Recording, StopForward  # noqa: F401 (model.load)
 from model.capabilities import PAIR_KINDS
-from model.errors import Unavailable
-
-IMPLEMENTATION = "lmscope"
-
-@dataclass
-class _Recording:
-    """What one forward pass records. layers: (query, key, additive mask or None, scale, causal) per layer.
-    unpadded: every position is a real token, so the mask is all zeros (bidirectional) or purely causal and
-    SDPA can run its fused kernels without materialising an N x N mask per layer."""
-
-    layers: list | None
-    unpadded: bool
-
-
-# Set for the duration of one forward pass. A ContextVar, so concurrent inspections in different
-# threads never see each other's tensors.
-_RECORDER: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("lmscope_attention_recorder", default=None)
-
-
-def _recording_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """AttentionInterface implementation: record Q/K, compute the output with SDPA.
-
-    query: (batch, head, query, dim); key, value: (batch, kv_head, key, dim);
-    attention_mask: additive float mask broadcastable to (batch, head, query, key), or None.
-    """
-    rec = _RECORDER.get()
-    windowed = kwargs.get("sliding_window") is not None or getattr(module, "sliding_window", None) is not None
-    if rec is not None and rec.unpadded and not windowed:
-        attention_mask = None  # SDPA then applies `module.is_causal` itself, without an N x N mask
-    if rec is not None and rec.layers is not None and kwargs.get("softcap") is None:
-        # (a soft-capped layer is not recorded: the probe then falls back to eager attention)
-        causal = attention_mask is None and bool(getattr(module, "is_causal", False))
-        rec.layers.append((query.detach(), key.detach(), attention_mask, scaling, causal))
-    kwargs.pop("output_attentions", None)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-
-
-def _pin_mmap_threshold() -> None:
-    """glibc raises its mmap threshold after a large block is freed, so later N x N buffers come from the
-    heap and stay resident after they are freed; at 1024 tokens that doubled the peak memory of an
-    inspection. Pinning the threshold at 1 MiB returns every large tensor to the OS when it is freed."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        except (OSError, AttributeError):
-            pass
-
-
-_pin_mmap_threshold()
-AttentionInterface.register(IMPLEMENTATION, _recording_attention)
-# Give our implementation eager-style masks: a materialised additive float mask, never a skipped one,
-# so the recorded mask is exactly what eager attention adds to the scores.
-AttentionMaskInterface.register(IMPLEMENTATION, eager_mask)
-
+from model.errors import InputError, Unavailable
 
 # ---------------------------------------------------------------------------------------------------
 # Per-family heads: which module turns a hidden state into vocabulary logits, and which gives NSP/SOP.
@@ -186,7 +128,7 @@ class TorchBackend(Backend):
         Seed architectures use their checked tables. Returns load warnings; fills `reasons`."""
         if self._seed or self._head is None:
             return []
-        token = _RECORDER.set(None)
+        token = RECORDER.set(None)
         try:
             stack = next((m for m in self.model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m)), None)
             captured = []
@@ -203,7 +145,7 @@ class TorchBackend(Backend):
                 if hook is not None:
                     hook.remove()
         finally:
-            _RECORDER.reset(token)
+            RECORDER.reset(token)
         if not same:
             self._head, self.has_lm_head, self.has_lens = None, False, False
             why = f"{self.architecture}'s output head could not be applied apart from its forward pass"
@@ -226,36 +168,46 @@ class TorchBackend(Backend):
         return []
 
     # -- forward ------------------------------------------------------------------------------------
+    def _run_base(self, input_ids, attention_mask, token_type_ids, record: list | None, *, output_attentions: bool = False,
+                  stop_after: int | None = None):
+        """The base model's forward with the recorder set (`record` collects each layer's Q/K; None: no
+        recording); returns its output, or None when the recording stopped it after layer `stop_after`."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
+            kwargs["token_type_ids"] = token_type_ids
+        # A causal model needs query positions == key positions for the dropped mask to mean "causal".
+        token = RECORDER.set(Recording(record, unpadded=bool(attention_mask.all()), stop_after=stop_after))
+        try:
+            return self.model.base_model(
+                **kwargs,
+                output_hidden_states=True,  # the last one is needed for the LM head anyway
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
+        except StopForward:
+            return None
+        finally:
+            RECORDER.reset(token)
+
+    def _check_recorded(self, record: list, expected: int) -> None:
+        if len(record) != expected:
+            raise RuntimeError(f"recorded {len(record)} attention layers, expected {expected}; "
+                               "this architecture's attention does not go through transformers' AttentionInterface")
+
     @torch.inference_mode()
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, *, attentions=True, hidden_states=True):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
-            kwargs["token_type_ids"] = token_type_ids
         record = [] if (attentions and self.record_attention) else None
-        # A causal model needs query positions == key positions for the dropped mask to mean "causal".
-        token = _RECORDER.set(_Recording(record, unpadded=bool(attention_mask.all())))
-        try:
-            out = self.model.base_model(
-                **kwargs,
-                output_hidden_states=True,  # the last one is needed for the LM head anyway
-                output_attentions=bool(attentions and not self.record_attention),
-                return_dict=True,
-            )
-        finally:
-            _RECORDER.reset(token)
+        out = self._run_base(input_ids, attention_mask, token_type_ids, record,
+                             output_attentions=bool(attentions and not self.record_attention))
         hs = list(out.hidden_states) if out.hidden_states is not None else [out.last_hidden_state]
         last = out.last_hidden_state  # (batch, seq, hidden)
 
         attn_fns = qk_fns = None
         if attentions:
             if self.record_attention:
-                if len(record) != self.num_layers:
-                    raise RuntimeError(
-                        f"recorded {len(record)} attention layers, expected {self.num_layers}; "
-                        "this architecture's attention does not go through transformers' AttentionInterface"
-                    )
+                self._check_recorded(record, self.num_layers)
                 attn_fns = [self._lazy_probs(q, k, mask, scale, causal, attention_mask) for q, k, mask, scale, causal in record]
                 qk_fns = [self._lazy_qk(q, k, scale) for q, k, _, scale, _ in record]
             elif out.attentions is not None:
@@ -281,6 +233,27 @@ class TorchBackend(Backend):
             qk=qk_fns,
             pair_logits=pair_logits,
         )
+
+    @property
+    def stops_early(self) -> bool:
+        """`layer_attention` stops the forward after the layer asked for (attention through the recording hook)."""
+        return self.record_attention
+
+    @torch.inference_mode()
+    def layer_attention(self, input_ids, attention_mask=None, token_type_ids=None, *, layer):
+        """One layer's attention callable, equal to `forward(...).attention[layer]`, from a forward pass that the
+        recording hook ends right after `layer` (the eager fallback runs the whole forward)."""
+        if not self.record_attention:
+            return super().layer_attention(input_ids, attention_mask, token_type_ids, layer=layer)
+        if not 0 <= layer < self.num_layers:
+            raise InputError(f"layer {layer} is out of range: this model has layers 0..{self.num_layers - 1}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        record: list = []
+        self._run_base(input_ids, attention_mask, token_type_ids, record, stop_after=layer)
+        self._check_recorded(record, layer + 1)
+        q, k, mask, scale, causal = record[layer]
+        return self._lazy_probs(q, k, mask, scale, causal, attention_mask)
 
     def _lazy_probs(self, q, k, mask, scale, causal, attention_mask):
         def compute(heads: list[int] | None = None) -> torch.Tensor:
@@ -337,11 +310,11 @@ class TorchBackend(Backend):
                                   "attention_mask": torch.ones(inputs_embeds.shape[:2], dtype=torch.long)}
         if token_type_ids is not None and "token_type_ids" in self._base_forward_args():
             kwargs["token_type_ids"] = token_type_ids.expand(inputs_embeds.shape[0], -1)
-        token = _RECORDER.set(None)
+        token = RECORDER.set(None)
         try:
             last = self.model.base_model(**kwargs, return_dict=True).last_hidden_state  # (batch, seq, hidden)
         finally:
-            _RECORDER.reset(token)
+            RECORDER.reset(token)
         return self._head(self.model, last[:, positions, :]).float()
 
     # -- logit lens ------------------------------------------------------------------------------------
@@ -381,13 +354,13 @@ class _TorchDecoder(Decoder):
         self._memo: torch.Tensor | None = None  # (batch, vocab) logits for the current length
 
     def _read(self, ids: torch.Tensor) -> None:
-        token = _RECORDER.set(None)  # never record (or drop the mask of) a decoding step
+        token = RECORDER.set(None)  # never record (or drop the mask of) a decoding step
         try:
             with torch.inference_mode():
                 out = self._backend.model.base_model(input_ids=ids, past_key_values=self._cache, use_cache=True,
                                                      return_dict=True)
         finally:
-            _RECORDER.reset(token)
+            RECORDER.reset(token)
         self._cache = out.past_key_values
         self._last, self._memo = out.last_hidden_state[:, -1, :], None  # (batch, hidden)
 

@@ -81,6 +81,29 @@ def test_attention_reads_the_url_and_the_head_slider_changes_the_heatmap():
     assert at.query_params["head"] == "3" and at.query_params["layer"] == "1"
 
 
+def test_attention_draws_the_shown_layer_first_then_inspects_once_without_predictions(monkeypatch):
+    import model.inspect as engine
+    import model.progressive as progressive
+
+    calls, inspect, inspect_layer = [], engine.inspect, progressive.inspect_layer
+    monkeypatch.setattr(engine, "inspect", lambda *a, **kw: calls.append(("all", kw["predictions"])) or inspect(*a, **kw))
+    monkeypatch.setattr(progressive, "inspect_layer",
+                        lambda m, text, layer, pair=None: calls.append(("layer", layer)) or inspect_layer(m, text, layer, pair))
+    at = ok(app("attention", model="demo/gpt2", text="the dogs near the cat run."))
+    assert calls == [("layer", 0), ("all", False)]  # layer 0's map from a stopped forward, then the rest
+    first = charts(at)[0]
+    assert first["layout"]["title"]["text"].startswith("Layer 0, head 0:") and len(charts(at)) == 3
+    by_key(at, "slider", "qp_head").set_value(1).run()
+    by_key(at, "slider", "qp_head").set_value(0).run()
+    assert ok(at) and calls == [("layer", 0), ("all", False)]  # both reruns drawn from the cached inspection
+    assert charts(at)[0] == first  # the map drawn first is the map drawn from the whole inspection
+    by_key(at, "text_area", "qp_text").set_value("the cat sleeps.").run()
+    assert ok(at) and calls[2:] == [("layer", 0), ("all", False)]
+    calls.clear()
+    ok(app("attention", model="demo/gpt2", text="the dogs near the cat run.", layer="1"))
+    assert calls == [("all", False)]  # the second of 2 layers: no stopped forward first (it would run both twice)
+
+
 def test_attention_out_of_range_url_values_are_clamped():
     at = ok(app("attention", model="demo/bert-mlm", text="the cat.", layer="99", head="abc"))
     assert by_key(at, "slider", "qp_layer").value == 1  # tiny models have 2 layers

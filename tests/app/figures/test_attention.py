@@ -39,6 +39,16 @@ def test_heatmap_carries_exactly_the_selected_head(bert, layer, head):
     assert f"Layer {layer}, head {head}" in s["layout"]["title"]["text"]
 
 
+@pytest.mark.parametrize("arch,text", [("bert-mlm", "the dogs near the [MASK] run quickly."), ("gpt2", TEXT)])
+def test_heatmap_drawn_first_is_the_heatmap_drawn_from_the_inspection(models, arch, text):
+    from model.progressive import inspect_layer
+
+    full = inspect(models[arch], text, summaries=False, predictions=False)  # as the Attention page calls them
+    for layer, head, selected in ((0, 0, None), (1, 2, 3)):
+        first = inspect_layer(models[arch], text, layer)
+        assert spec(F.attention_heatmap(first, layer, head, selected)) == spec(F.attention_heatmap(full, layer, head, selected))
+
+
 def test_heatmap_outlines_selected_token_row_and_column(bert):
     s = spec(F.attention_heatmap(bert, 0, 1, selected=3))
     shapes = s["layout"]["shapes"]
