@@ -184,6 +184,8 @@ def inspect(
         hidden_norms=torch.stack([h[0].float().norm(dim=-1) for h in hs]).numpy() if hs else np.zeros((0, n), np.float32),
         warnings=list(info.warnings) + enc.warnings, unavailable=dict(info.unavailable),
     )
+    if not logit_lens:  # only the lens reads every layer's hidden states: drop them before the LM head runs
+        hs = out.hidden_states = []
     if out.attention:
         store = AttentionStore([(lambda heads, f=f: f(heads)[0]) for f in out.attention], backend.num_heads, special)
         result.attention_source = store
@@ -250,6 +252,7 @@ def pseudo_log_likelihood(loaded: LoadedModel, enc: Encoded, batch: int = 32) ->
     return out
 
 
+@torch.inference_mode()  # the logits are inference tensors, updated in place
 def _causal(result: Inspection, tok, out, enc: Encoded, top_k: int, vocab_size: int) -> None:
     n = len(enc.tokens)
     ids = torch.from_numpy(enc.input_ids)
@@ -260,15 +263,18 @@ def _causal(result: Inspection, tok, out, enc: Encoded, top_k: int, vocab_size: 
     for s in range(0, n, chunk):
         pos = torch.arange(s, min(n, s + chunk))
         # no (chunk, vocab) log-softmax: top k and the next token's log-prob from the logits and their logsumexp
-        logits = out.logits_at(pos)[0].float()  # (chunk, vocab)
-        lse = torch.logsumexp(logits, dim=-1)  # (chunk,)
+        logits = out.logits_at(pos)[0].float()  # (chunk, vocab), a fresh tensor: overwritten below
         top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+        rows = torch.nonzero(pos + 1 < n).squeeze(1)  # chunk rows that have a next token
+        src = pos[rows]
+        following = logits[rows, ids[src + 1]]  # (rows,) the next token's logit
+        # logsumexp in place (no second (chunk, vocab) buffer: at a 152k vocabulary each is 64 MB)
+        peak = logits.amax(dim=-1)  # (chunk,)
+        lse = logits.sub_(peak[:, None]).exp_().sum(dim=-1).log_().add_(peak)  # (chunk,)
         k = top.indices.shape[1]
         next_ids[pos.numpy(), :k] = top.indices.numpy()
         next_probs[pos.numpy(), :k] = (top.values - lse[:, None]).exp().numpy()
-        rows = torch.nonzero(pos + 1 < n).squeeze(1)  # chunk rows that have a next token
-        src = pos[rows]
-        surprisal[(src + 1).numpy()] = (-(logits[rows, ids[src + 1]] - lse[rows]) * LOG2E).numpy()
+        surprisal[(src + 1).numpy()] = (-(following - lse[rows]) * LOG2E).numpy()
         del logits
     for i, t in enumerate(enc.tokens):
         if t.special:

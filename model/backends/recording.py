@@ -64,10 +64,14 @@ def recording_attention(module, query, key, value, attention_mask, dropout=0.0, 
 def _pin_mmap_threshold() -> None:
     """glibc raises its mmap threshold after a large block is freed, so later N x N buffers come from the
     heap and stay resident after they are freed; at 1024 tokens that doubled the peak memory of an
-    inspection. Pinning the threshold at 1 MiB returns every large tensor to the OS when it is freed."""
+    inspection. Pinning the threshold at 2 MiB returns every large tensor (a head's N x N map at 1024 tokens
+    is 4 MiB) to the OS when it is freed. Not lower: each block above it is mapped and faulted in afresh when
+    allocated, and at 1 MiB a Qwen2-0.5B-sized model's hidden-size activations (1.8 MB at 512 tokens, several
+    per layer) made inspection ~0.3 s slower (bench.families); at 4 MiB the 1024-token figure of
+    bench.engine's memory row grew by a third."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+            ctypes.CDLL("libc.so.6").mallopt(-3, 2 << 20)  # M_MMAP_THRESHOLD
         except (OSError, AttributeError):
             pass
 

@@ -107,6 +107,23 @@ def test_causal_surprisal_and_next_tokens(tiny_models):
     assert (r.next_ids[:, 0] == logp.argmax(-1).numpy()).all()
 
 
+def test_causal_predictions_in_chunks_equal_a_full_log_softmax(tiny_models, monkeypatch):
+    """Chunks of 3 positions (the in-place logsumexp per chunk): probabilities and surprisal as one log-softmax."""
+    import model.inspect as engine
+
+    m = load_model(tiny_models["gpt2"])
+    monkeypatch.setattr(engine, "LOGITS_BYTES", 4 * m.backend.vocab_size * 3)
+    assert engine.chunk_positions(m.backend.vocab_size) == 3
+    r = inspect(m, "the dogs near the cat run and the birds sing", top_k=5)
+    ids = torch.tensor([[t.id for t in r.tokens]])
+    with torch.no_grad():
+        logp = torch.log_softmax(_eager(tiny_models["gpt2"], "GPT2LMHeadModel")(input_ids=ids).logits[0], -1)
+    assert len(r.tokens) > 6
+    assert np.allclose(r.next_probs, logp.exp().gather(1, torch.from_numpy(r.next_ids)).numpy(), atol=1e-5)
+    want = -logp[:-1].gather(1, ids[0, 1:, None])[:, 0] / np.log(2)
+    assert np.allclose(r.surprisal[1:], want.numpy(), atol=1e-4)
+
+
 @pytest.mark.parametrize("arch", ["bert-mlm", "gpt2", "albert-pretraining", "distilbert-mlm", "roberta-mlm"])
 def test_logit_lens_last_layer_equals_output(tiny_models, arch):
     m = load_model(tiny_models[arch])
