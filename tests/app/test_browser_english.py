@@ -1,4 +1,5 @@
-"""The real-English demo models (demo/en-bert, demo/en-gpt2) on every page of the app, in a real browser,
+"""The real-English demo models (demo/en-bert, demo/en-gpt2) on every page of the app (the beyond-attention,
+probes and fine-tune pages included), in a real browser,
 fully offline (fixtures in conftest.py: requests not to 127.0.0.1 are aborted, no exception box allowed).
 
 Each page is opened on an ordinary English sentence and must draw what it is about; the picker shows the
@@ -111,3 +112,36 @@ def test_export_and_train_pages_open_on_the_english_models(page, server):
     expect(page.get_by_test_id("stSidebar").get_by_text("real English", exact=False).first).to_be_visible()
     open_page(page, server, "train", model="demo/en-gpt2")
     expect(page.get_by_role("heading", name="Train a small model")).to_be_visible(timeout=90_000)
+
+
+NMF_DRAWN = """() => { const t = document.querySelector('.st-key-fig_neuron-components .gtitle');
+  return !!t && t.textContent.startsWith('NMF components'); }"""
+SCATTER_DRAWN = """(n) => { const d = document.querySelector('.st-key-fig_projector .js-plotly-plot');
+  return !!d && d.querySelectorAll('.scatterlayer .point').length >= n; }"""
+
+
+def test_beyond_attention_pages_read_english(page, server):
+    """Neurons, Projector and Corpus search on the English models and English text (the pages added after the
+    first eight: they must draw on these models too)."""
+    open_page(page, server, "neurons", model="demo/en-gpt2", text=PARAGRAPH, k="3", ffn_layer="1")
+    page.wait_for_function(NMF_DRAWN, polling="raf", timeout=300_000)
+    no_truncation(page)
+    open_page(page, server, "projector", model="demo/en-bert", data="english", tokens="500", layer="4")
+    page.wait_for_function(SCATTER_DRAWN, arg=500, polling="raf", timeout=300_000)
+    open_page(page, server, "corpus_search", model="demo/en-bert", data="english", tokens="600", query=SENTENCE,
+              token="2", layer="4")
+    page.get_by_text("Tokens nearest to").wait_for(timeout=300_000)
+    page.get_by_text("cosine similarity, exact").wait_for(timeout=300_000)
+
+
+def test_probes_and_finetune_pages_open_on_the_english_models(page, server):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "probes", model="demo/en-gpt2", probes="50")
+    main = page.get_by_test_id("stMain")
+    # en-gpt2 reads the toy world's words: either per-kind scores, or the message that its tokens cut the verbs
+    expect(main.get_by_text(re.compile("no attractor|cuts the verb forms")).first).to_be_visible(timeout=300_000)
+    open_page(page, server, "finetune", model="demo/en-bert")
+    expect(main.get_by_label("Steps")).to_be_visible(timeout=120_000)
+    expect(main.get_by_role("combobox", name="Base model")).to_have_value("demo/en-bert")
+    expect(main.get_by_text("real English", exact=True).first).to_be_visible()
