@@ -16,7 +16,6 @@ Models whose attention layers do not go through `AttentionInterface` are loaded 
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 import torch
@@ -108,7 +107,6 @@ class TorchBackend(Backend):
         self.has_lens = self.has_lm_head
         self.reasons: dict[str, str] = {}  # view -> why it is missing, found at load time
         self.record_attention = record_attention
-        self._lock = threading.Lock()  # only for the rare fallback path that needs output_attentions
 
     @property
     def head_fn(self) -> Callable[[nn.Module, torch.Tensor], torch.Tensor] | None:
