@@ -51,6 +51,42 @@ def tokenizer_stats(tok, max_positions: int) -> dict:
             "long_text_tokens": n_long, "long_text_read_whole": n_long <= max_positions}
 
 
+EVIDENCE_MIN = 3  # training sentences that pair a probe's rarest content word with an accepted answer
+_FUNCTION_WORDS = frozenset(
+    "a an the of in to is are was were with our her his its it we he she they and at on for by every could not so "
+    "that when because be there has have had us what".split())
+
+
+def probe_evidence(split: EnglishSplit) -> dict:
+    """How much the training text says about each probe: its rarest content word (the key: "paris", "cows")
+    and the training sentences that hold both the key and an accepted answer ("milk"). A probe with fewer
+    than EVIDENCE_MIN such sentences asks for something the text hardly teaches, whatever the model.
+
+    >>> q = probe_evidence(english_split())                       # doctest: +SKIP
+    >>> q["cloze_attested"], q["cloze_total"]                     # doctest: +SKIP
+    (10, 28)
+    """
+    sentences = [set(_WORD.findall(x.lower())) for d in split.train for x in d]
+    freq: dict[str, int] = {}
+    for words in sentences:
+        for w in words:
+            freq[w] = freq.get(w, 0) + 1
+
+    def one(text: str, accepted: tuple[str, ...]) -> dict:
+        words = [w for w in _WORD.findall(text.replace("[MASK]", " ").lower()) if w not in _FUNCTION_WORDS]
+        key = min(words, key=lambda w: freq.get(w, 0))
+        answers = {a.lower() for a in accepted}
+        together = sum(1 for ws in sentences if key in ws and answers & ws)
+        return {"probe": text, "key": key, "key_sentences": freq.get(key, 0), "with_answer": together}
+
+    cloze = [one(t, a) for t, a in CLOZE]
+    prompts = [one(t, a) for t, a in PROMPTS]
+    return {"min_sentences": EVIDENCE_MIN,
+            "cloze_attested": sum(c["with_answer"] >= EVIDENCE_MIN for c in cloze), "cloze_total": len(cloze),
+            "prompts_attested": sum(p["with_answer"] >= EVIDENCE_MIN for p in prompts), "prompts_total": len(prompts),
+            "cloze": cloze, "prompts": prompts}
+
+
 def _train_counts(tok, split: EnglishSplit, arch: str) -> torch.Tensor:
     """(vocab,) token counts of the training text, tokenized as in training."""
     from model.train.examples import tokenize_documents
@@ -139,6 +175,7 @@ def evaluate_english(model_dir: str | Path, split: EnglishSplit | None = None) -
     q = evaluate_masked_english(m, split) if "mlm" in m.info.capabilities else evaluate_causal_english(m, split)
     q["tokenizer"] = tokenizer_stats(m.tokenizer, m.backend.max_positions)
     q["probes_in_training_text"] = probes_in_training(split)
+    q["probe_evidence"] = probe_evidence(split)
     q["heldout"] = {name: len(docs) for name, docs in split.heldout.items()}
     q["heldout_overlap_sentences"] = split.stats["overlap_sentences"]
     q["train_words"] = split.stats["train_words"]
@@ -146,4 +183,4 @@ def evaluate_english(model_dir: str | Path, split: EnglishSplit | None = None) -
 
 
 __all__ = ["evaluate_english", "evaluate_masked_english", "evaluate_causal_english", "tokenizer_stats",
-           "probes_in_training", "probe_texts"]
+           "probes_in_training", "probe_texts", "probe_evidence"]

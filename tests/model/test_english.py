@@ -152,3 +152,17 @@ def test_longer_reader_names_a_listed_model_of_the_same_kind(tmp_path):
                entry("demo/en-bert", "BertForPreTraining", 320)]
     assert longer_reader("demo/bert", 100, ("mlm",), entries) == "demo/en-bert (320 tokens)"
     assert longer_reader("demo/bert", 400, ("mlm",), entries) is None  # the GPT-2 is not a masked LM
+
+
+def test_probe_evidence_counts_sentences_pairing_the_key_word_with_an_answer():
+    from model.train.english import EnglishSplit
+    from model.train.english_eval import EVIDENCE_MIN, probe_evidence
+
+    cows = ["Cows give milk."] * EVIDENCE_MIN  # "cows give us [MASK] ." -> milk
+    honey = ["Honey is sweet.", "Bees made it."]  # key and answer never in one sentence
+    q = probe_evidence(EnglishSplit(train=[cows, honey], heldout={}))
+    by = {c["probe"]: c for c in q["cloze"]}
+    assert by["cows give us [MASK] ."]["key"] == "cows"
+    assert by["cows give us [MASK] ."]["with_answer"] == EVIDENCE_MIN
+    assert by["honey is made by [MASK] ."]["with_answer"] == 0
+    assert q["cloze_attested"] == 1 and q["prompts_attested"] == 1  # the prompt "Cows give us" too
