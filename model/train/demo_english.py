@@ -23,8 +23,10 @@ from model.train.trainer import TrainConfig, TrainingError, train
 # per GPT-2 step at 4 x 256, so each recipe trains in ~25 minutes alone, ~45 side by side on one core each;
 # the training text (everyday WordNet senses, fortunes, pydoc: ~1 M tokens) is seen ~10-13 times.
 ENGLISH_RECIPES: dict[str, dict] = {
+    # dynamic masking (a fresh mask every batch, as RoBERTa): with BERT's static masks the ~10 passes over ~1 M
+    # tokens were memorised (held-out masked loss 6.46, training 5.0); dynamic: held-out 6.09
     "en-bert": dict(arch="bert", steps=5600, seq_len=320, batch_size=8, lr=5e-4, warmup=200, vocab_size=8000,
-                    mlm_probability=0.25, layers=4, hidden=256, heads=4, dropout=0.1),
+                    mlm_probability=0.25, dynamic_masking=True, layers=4, hidden=256, heads=4, dropout=0.1),
     "en-gpt2": dict(arch="gpt2", steps=3800, seq_len=320, batch_size=8, lr=1e-3, warmup=150, vocab_size=8000,
                     layers=4, hidden=256, heads=4, dropout=0.1),
 }
