@@ -80,12 +80,35 @@ class NeuronFactors:
                 "warnings": self.warnings}
 
 
+def ffn_output_modules(loaded: LoadedModel) -> list[torch.nn.Module]:
+    """Each layer's feed-forward output projection, whose input is the layer's activation act(W1 h) (gated
+    MLPs: act(W_gate h) * W_up h): for the seed families from FFN_OUTPUT; for any other, found from the model's
+    structure: in each block of the layer stack (the ModuleList of num_layers blocks), the last nn.Linear
+    outside its attention (Llama's mlp.down_proj, ModernBERT's mlp.Wo, OPT's fc2, ELECTRA's output.dense).
+    [] when there is no such stack."""
+    base = loaded.backend.model.base_model
+    pattern = FFN_OUTPUT.get(loaded.info.model_type)
+    if pattern is not None:
+        return [m for name, m in base.named_modules() if re.search(pattern, name)]
+    n = loaded.backend.num_layers
+    stack = next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+    found = []
+    for block in stack or []:
+        linear = [m for name, m in block.named_modules()
+                  if isinstance(m, torch.nn.Linear) and not re.search(r"att", name, re.IGNORECASE)]
+        if not linear:
+            return []
+        found.append(linear[-1])
+    return found
+
+
 def unavailable(loaded: LoadedModel) -> str | None:
     """Why `neurons` cannot run on this model, or None when it can."""
     if loaded.info.backend != "torch" or not hasattr(loaded.backend, "model"):
         return f"{loaded.info.name}: feed-forward activations are read from torch modules (not {loaded.info.backend})"
-    if loaded.info.model_type not in FFN_OUTPUT:
-        return f"{loaded.info.name}: lmscope does not know where the feed-forward block of {loaded.info.model_type} is"
+    if not ffn_output_modules(loaded):
+        return (f"{loaded.info.name}: lmscope finds no feed-forward block in {loaded.info.model_type}'s layers "
+                "(no list of layers holding a linear layer outside the attention)")
     return None
 
 
@@ -95,13 +118,13 @@ def ffn_activations(loaded: LoadedModel, input_ids: np.ndarray, token_type_ids: 
     if reason is not None:
         raise Unavailable(reason)
     backend = loaded.backend
-    pattern = re.compile(FFN_OUTPUT[loaded.info.model_type])
-    modules = [m for name, m in backend.model.base_model.named_modules() if pattern.search(name)]
+    modules = ffn_output_modules(loaded)
     sink: list[torch.Tensor] = []
 
     def hook(module, args):
         if _SINK.get() is sink:  # only this call's forward, never another thread's
-            sink.append(args[0].detach()[0].float())  # (N, F)
+            x = args[0].detach()  # (1, N, F); OPT flattens it to (N, F)
+            sink.append(x.reshape(-1, x.shape[-1]).float())  # (N, F)
 
     handles = [m.register_forward_pre_hook(hook) for m in modules]
     token = _SINK.set(sink)
@@ -144,7 +167,7 @@ def neurons(loaded: LoadedModel, text: str, *, layers: list[int] | None = None, 
         raise InputError(f"k must be between 1 and {min(MAX_K, n)} (at most the number of tokens), got {k}")
     cfg = loaded.backend.model.config
     width = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or getattr(cfg, "hidden_dim", 0)
-                or 4 * getattr(cfg, "n_embd", 0))
+                or getattr(cfg, "ffn_dim", 0) or 4 * getattr(cfg, "n_embd", 0))
     if n * n_layers * width > MAX_VALUES:
         raise InputError(f"{n} tokens x {n_layers} layers x {width} neurons is too many activations to keep "
                          f"(limit {MAX_VALUES:,}): use a shorter text")

@@ -133,3 +133,30 @@ def test_export_and_train_pages_open(page, server, name):
                            timeout=120_000)
     open_page(page, server, "train")
     expect(_main(page).get_by_role("heading").first).to_be_visible(timeout=60_000)
+
+
+DRAWN = """(selector) => !!document.querySelector('[data-testid=stMain] ' + selector)"""
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_beyond_attention_pages(page, server, name):
+    """Neurons (the feed-forward block found from the model's structure), Projector and Corpus search draw for
+    both families."""
+    open_page(page, server, "neurons", model=f"demo/{name}", text=TEXT, k="3", ffn_layer="1")
+    page.wait_for_function(DRAWN, arg=".st-key-fig_neuron-components .main-svg", polling="raf", timeout=300_000)
+    open_page(page, server, "projector", model=f"demo/{name}", data="toyworld", tokens="300", layer="1")
+    page.wait_for_function(DRAWN, arg=".st-key-fig_projector .scatterlayer .point", polling="raf", timeout=300_000)
+    open_page(page, server, "corpus_search", model=f"demo/{name}", data="toyworld", tokens="600", query=TEXT,
+              token="2", layer="1")
+    _main(page).get_by_text("Tokens nearest to").first.wait_for(timeout=300_000)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_probes_and_finetune_pages(page, server, name):
+    from playwright.sync_api import expect
+
+    open_page(page, server, "probes", model=f"demo/{name}", probes="50")
+    expect(_main(page).get_by_text(re.compile("no attractor|cuts the verb forms")).first).to_be_visible(timeout=300_000)
+    open_page(page, server, "finetune", model=f"demo/{name}")
+    expect(_main(page).get_by_role("combobox", name="Base model")).to_have_value(f"demo/{name}")
+    expect(_main(page).get_by_label("Steps")).to_be_visible()

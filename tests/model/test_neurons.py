@@ -60,3 +60,34 @@ def test_bad_settings(tiny_models):
         neurons(m, TEXT, layers=[5])
     with pytest.raises(InputError, match="k must be"):
         neurons(m, "the", k=3)
+
+
+# family -> the module each layer's activation enters, as that family's modeling code names it
+FFN_BY_FAMILY = {"llama": "mlp.down_proj", "qwen2": "mlp.down_proj", "phi3": "mlp.down_proj", "gemma": "mlp.down_proj",
+                 "modernbert": "mlp.Wo", "opt": "fc2", "gpt-neo": "mlp.c_proj", "electra": "output.dense"}
+
+
+@pytest.mark.parametrize("family", list(FFN_BY_FAMILY))
+def test_other_families_activations_are_the_down_projections_input(family, tmp_path):
+    """Beyond the seed table: the feed-forward block is found from the model's structure, and the activations
+    equal what the family's own output projection receives on an independently loaded model."""
+    from transformers import AutoModel
+
+    from tiny_families import build_family
+
+    path = build_family(family, tmp_path)
+    m = load_model(path)
+    enc = encode(m, TEXT)
+    acts = ffn_activations(m, enc.input_ids, enc.token_type_ids)  # (L, N, F)
+    ref = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    mods = [mod for name, mod in ref.named_modules() if name.endswith(FFN_BY_FAMILY[family]) and "attention" not in name]
+    assert len(mods) == m.backend.num_layers
+    got = []
+    hs = [mod.register_forward_pre_hook(lambda mod_, a: got.append(a[0].reshape(-1, a[0].shape[-1]).detach()))
+          for mod in mods]  # (N, F): batch 1 (OPT passes it flattened)
+    with torch.no_grad():
+        ref(input_ids=torch.tensor([enc.input_ids.tolist()]))
+    for h in hs:
+        h.remove()
+    np.testing.assert_allclose(acts, torch.stack(got).numpy(), atol=1e-5)
+    assert neurons(m, TEXT, k=2).factors.shape == (len(enc.tokens), 2)
