@@ -83,9 +83,9 @@ class NeuronFactors:
 def ffn_output_modules(loaded: LoadedModel) -> list[torch.nn.Module]:
     """Each layer's feed-forward output projection, whose input is the layer's activation act(W1 h) (gated
     MLPs: act(W_gate h) * W_up h): for the seed families from FFN_OUTPUT; for any other, found from the model's
-    structure: in each block of the layer stack (the ModuleList of num_layers blocks), the last nn.Linear
-    outside its attention (Llama's mlp.down_proj, ModernBERT's mlp.Wo, OPT's fc2, ELECTRA's output.dense).
-    [] when there is no such stack."""
+    structure: in each block of the layer stack (the ModuleList of num_layers blocks, each with an attention
+    module), the last nn.Linear outside its attention (Llama's mlp.down_proj, ModernBERT's mlp.Wo, OPT's
+    fc2, ELECTRA's output.dense). [] when there is no such stack (a state-space model such as Mamba)."""
     base = loaded.backend.model.base_model
     pattern = FFN_OUTPUT.get(loaded.info.model_type)
     if pattern is not None:
@@ -94,6 +94,9 @@ def ffn_output_modules(loaded: LoadedModel) -> list[torch.nn.Module]:
     stack = next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
     found = []
     for block in stack or []:
+        names = [name for name, _ in block.named_modules()]
+        if not any(re.search(r"att", name, re.IGNORECASE) for name in names):
+            return []  # not a transformer block (e.g. Mamba's mixer): no attention beside a feed-forward part
         linear = [m for name, m in block.named_modules()
                   if isinstance(m, torch.nn.Linear) and not re.search(r"att", name, re.IGNORECASE)]
         if not linear:

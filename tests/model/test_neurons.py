@@ -91,3 +91,16 @@ def test_other_families_activations_are_the_down_projections_input(family, tmp_p
         h.remove()
     np.testing.assert_allclose(acts, torch.stack(got).numpy(), atol=1e-5)
     assert neurons(m, TEXT, k=2).factors.shape == (len(enc.tokens), 2)
+
+
+def test_a_state_space_model_has_no_feed_forward_neurons(tmp_path):
+    """Mamba's blocks hold no attention: the last linear layer of its mixer is no feed-forward block, and
+    the view says so instead of factorizing something else."""
+    from model.inspect import Unavailable
+    from model.neurons import unavailable
+    from tiny_families import build_state_space
+
+    m = load_model(build_state_space(tmp_path))
+    assert "no feed-forward block" in unavailable(m)
+    with pytest.raises(Unavailable):
+        neurons(m, TEXT, k=2)
