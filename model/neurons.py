@@ -94,34 +94,37 @@ def ffn_output_modules(loaded: LoadedModel) -> list[torch.nn.Module]:
     stack = next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
     found = []
     for block in stack or []:
-        names = [name for name, _ in block.named_modules()]
-        if not any(re.search(r"att", name, re.IGNORECASE) for name in names):
-            return []  # not a transformer block (e.g. Mamba's mixer): no attention beside a feed-forward part
-        linear = [m for name, m in block.named_modules()
-                  if isinstance(m, torch.nn.Linear) and not re.search(r"att", name, re.IGNORECASE)]
-        if not linear:
+        named = list(block.named_modules())
+        in_attention = [bool(re.search(r"att", name, re.IGNORECASE)) for name, _ in named]
+        linear = [m for (_, m), att in zip(named, in_attention) if isinstance(m, torch.nn.Linear) and not att]
+        if not any(in_attention) or not linear:  # not a transformer block (e.g. Mamba's mixer)
             return []
         found.append(linear[-1])
     return found
 
 
+def _modules_or_reason(loaded: LoadedModel) -> tuple[list[torch.nn.Module], str | None]:
+    """(each layer's feed-forward output projection, None), or ([], why there are none)."""
+    if loaded.info.backend != "torch" or not hasattr(loaded.backend, "model"):
+        return [], f"{loaded.info.name}: feed-forward activations are read from torch modules (not {loaded.info.backend})"
+    modules = ffn_output_modules(loaded)
+    if not modules:
+        return [], (f"{loaded.info.name}: lmscope finds no feed-forward block in {loaded.info.model_type}'s layers "
+                    "(no list of layers holding a linear layer outside the attention)")
+    return modules, None
+
+
 def unavailable(loaded: LoadedModel) -> str | None:
     """Why `neurons` cannot run on this model, or None when it can."""
-    if loaded.info.backend != "torch" or not hasattr(loaded.backend, "model"):
-        return f"{loaded.info.name}: feed-forward activations are read from torch modules (not {loaded.info.backend})"
-    if not ffn_output_modules(loaded):
-        return (f"{loaded.info.name}: lmscope finds no feed-forward block in {loaded.info.model_type}'s layers "
-                "(no list of layers holding a linear layer outside the attention)")
-    return None
+    return _modules_or_reason(loaded)[1]
 
 
 def ffn_activations(loaded: LoadedModel, input_ids: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
     """(L, N, F) float32 feed-forward activations of every layer for one unpadded input (N,) int64."""
-    reason = unavailable(loaded)
+    modules, reason = _modules_or_reason(loaded)
     if reason is not None:
         raise Unavailable(reason)
     backend = loaded.backend
-    modules = ffn_output_modules(loaded)
     sink: list[torch.Tensor] = []
 
     def hook(module, args):

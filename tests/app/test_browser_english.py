@@ -114,20 +114,14 @@ def test_export_and_train_pages_open_on_the_english_models(page, server):
     expect(page.get_by_role("heading", name="Train a small model")).to_be_visible(timeout=90_000)
 
 
-NMF_DRAWN = """() => { const t = document.querySelector('.st-key-fig_neuron-components .gtitle');
-  return !!t && t.textContent.startsWith('NMF components'); }"""
-SCATTER_DRAWN = """(n) => { const d = document.querySelector('.st-key-fig_projector .js-plotly-plot');
-  return !!d && d.querySelectorAll('.scatterlayer .point').length >= n; }"""
-
-
 def test_beyond_attention_pages_read_english(page, server):
     """Neurons, Projector and Corpus search on the English models and English text (the pages added after the
     first eight: they must draw on these models too)."""
     open_page(page, server, "neurons", model="demo/en-gpt2", text=PARAGRAPH, k="3", ffn_layer="1")
-    page.wait_for_function(NMF_DRAWN, polling="raf", timeout=300_000)
+    wait_chart(page, "fig_neuron-components", ".hm image, .heatmaplayer image", 1, timeout=300)
     no_truncation(page)
     open_page(page, server, "projector", model="demo/en-bert", data="english", tokens="500", layer="4")
-    page.wait_for_function(SCATTER_DRAWN, arg=500, polling="raf", timeout=300_000)
+    wait_chart(page, "fig_projector", ".scatterlayer .point", 500, timeout=300)
     open_page(page, server, "corpus_search", model="demo/en-bert", data="english", tokens="600", query=SENTENCE,
               token="2", layer="4")
     page.get_by_text("Tokens nearest to").wait_for(timeout=300_000)

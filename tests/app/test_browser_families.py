@@ -135,17 +135,14 @@ def test_export_and_train_pages_open(page, server, name):
     expect(_main(page).get_by_role("heading").first).to_be_visible(timeout=60_000)
 
 
-DRAWN = """(selector) => !!document.querySelector('[data-testid=stMain] ' + selector)"""
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_beyond_attention_pages(page, server, name):
     """Neurons (the feed-forward block found from the model's structure), Projector and Corpus search draw for
     both families."""
     open_page(page, server, "neurons", model=f"demo/{name}", text=TEXT, k="3", ffn_layer="1")
-    page.wait_for_function(DRAWN, arg=".st-key-fig_neuron-components .main-svg", polling="raf", timeout=300_000)
+    _chart(page, "fig_neuron-components", timeout=300_000)
     open_page(page, server, "projector", model=f"demo/{name}", data="toyworld", tokens="300", layer="1")
-    page.wait_for_function(DRAWN, arg=".st-key-fig_projector .scatterlayer .point", polling="raf", timeout=300_000)
+    page.locator(".st-key-fig_projector .scatterlayer .point").first.wait_for(timeout=300_000)
     open_page(page, server, "corpus_search", model=f"demo/{name}", data="toyworld", tokens="600", query=TEXT,
               token="2", layer="1")
     _main(page).get_by_text("Tokens nearest to").first.wait_for(timeout=300_000)
